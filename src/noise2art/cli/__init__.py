@@ -1,0 +1,1 @@
+"""Command-line interface: `noise2art <command>`; one module per command family."""

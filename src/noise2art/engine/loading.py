@@ -1,0 +1,204 @@
+"""`load_model`: the embedded model by name, a diffusers folder, a hub id, or a single `.safetensors` file.
+
+Only safetensors weights are read. Pickled checkpoints (`.ckpt`, `.pt`, `.pth`, `.bin`)
+are refused: unpickling runs arbitrary code from the file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from noise2art.engine import registry
+from noise2art.engine.devices import pick_device, pick_dtype
+from noise2art.engine.model import Model, SampleSettings
+from noise2art.engine.text import TextEncoder
+from noise2art.errors import ModelLoadError
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# What a diffusers SD repository needs for inference, safetensors only.
+HUB_PATTERNS = [
+    "model_index.json",
+    "scheduler/*.json",
+    "tokenizer/*",
+    "text_encoder/config.json",
+    "text_encoder/model.safetensors",
+    "unet/config.json",
+    "unet/diffusion_pytorch_model.safetensors",
+    "vae/config.json",
+    "vae/diffusion_pytorch_model.safetensors",
+]
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, device: str = "auto", dtype=None,
+               config: str | os.PathLike | None = None) -> Model:
+    """Load a text-to-image model.
+
+    Args:
+        name_or_path: None or "embedded" for the embedded model; another registry name;
+            a local diffusers folder; a hub id such as
+            "stable-diffusion-v1-5/stable-diffusion-v1-5"; or a single-file SD checkpoint
+            (`.safetensors`).
+        device: "auto" (cuda > mps > cpu), "cpu", "cuda", "mps".
+        dtype: None (fp16 on CUDA, fp32 elsewhere), "fp32", "fp16", "bf16" or a torch dtype.
+        config: for a single-file checkpoint, a diffusers folder or hub id whose configs
+            describe it (needed offline, where the configs cannot be fetched).
+
+    Raises:
+        ModelLoadError: with a one-line message naming the model.
+    """
+    _quiet_libraries()
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    name = str(name_or_path) if name_or_path is not None else registry.DEFAULT_MODEL
+    embedded = registry.canonical_name(name)
+    if embedded is not None:
+        folder = registry.embedded_path(embedded)
+        if not (folder / "model_index.json").is_file():
+            raise ModelLoadError(f"the embedded model '{embedded}' is not installed in this package (expected {folder})")
+        return load_folder(folder, dev, dt, model_id=embedded)
+    path = Path(name).expanduser()
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelLoadError(
+            f"refusing to load '{path.name}': pickled checkpoints can run code when read; "
+            "convert it to .safetensors first"
+        )
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(f"'{path}' is a folder but not a diffusers model (no model_index.json)")
+        return load_folder(path, dev, dt, model_id=str(path.resolve()))
+    if path.suffix.lower() == ".safetensors":
+        if not path.is_file():
+            raise ModelLoadError(f"no such checkpoint file: '{path}'")
+        return load_single_file(path, dev, dt, config=config)
+    if HUB_ID.match(name) and not path.exists():
+        return load_folder(fetch_from_hub(name), dev, dt, model_id=name)
+    raise ModelLoadError(
+        f"unknown model '{name}': not an embedded model ({', '.join(registry.known_names())}), "
+        "a diffusers folder, a .safetensors file or a hub id"
+    )
+
+
+def _quiet_libraries() -> None:
+    """Loading progress bars and cast notices of diffusers/transformers would bury our own output."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def fetch_from_hub(repo_id: str) -> Path:
+    """Download (or find in the local cache) the safetensors files of a diffusers repository."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # the hub client raises many types; all mean "not available here"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"could not fetch model '{repo_id}' from the Hugging Face hub ({reason[:160]})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read '{path}': {exc}") from None
+
+
+def _package_folder(package: str, subdir: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"the text encoder package '{package}' is not installed (pip install {package.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0]) / subdir
+
+
+def _load_text_encoder(folder: Path, index: dict, spec: dict | None, device, dtype) -> TextEncoder:
+    import transformers
+
+    if spec and "package" in spec:
+        # The embedded model: a BERT encoder shipped by a Python package.
+        enc_path = _package_folder(spec["package"], spec.get("subdir", "model"))
+        tokenizer = transformers.AutoTokenizer.from_pretrained(enc_path)
+        model = transformers.AutoModel.from_pretrained(enc_path, use_safetensors=True)
+        return TextEncoder(tokenizer, model.to(device, dtype), spec["max_length"], pass_mask=True,
+                           name=spec["package"])
+    tok_cls = getattr(transformers, index.get("tokenizer", [None, "AutoTokenizer"])[1] or "AutoTokenizer")
+    enc_cls = getattr(transformers, index.get("text_encoder", [None, "AutoModel"])[1] or "AutoModel")
+    tokenizer = tok_cls.from_pretrained(folder / "tokenizer")
+    model = enc_cls.from_pretrained(folder / "text_encoder", use_safetensors=True)
+    pass_mask = bool(getattr(model.config, "use_attention_mask", False))
+    return TextEncoder(tokenizer, model.to(device, dtype), tokenizer.model_max_length, pass_mask=pass_mask)
+
+
+def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id: str) -> Model:
+    """Load a diffusers-layout folder (SD 1.x/2.x, epsilon or v-prediction, or the embedded model)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    folder = Path(folder)
+    index = _read_json(folder / "model_index.json")
+    extra_spec = _read_json(folder / "noise2art.json") if (folder / "noise2art.json").is_file() else {}
+    for part in ("unet", "vae", "scheduler"):
+        if not (folder / part).is_dir():
+            raise ModelLoadError(f"model '{model_id}' is missing its '{part}/' folder in {folder}")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
+        text = _load_text_encoder(folder, index, extra_spec.get("text_encoder"), device, dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelLoadError(f"cannot load model '{model_id}' from {folder}: {str(exc).splitlines()[0]}") from None
+    scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
+    defaults = SampleSettings(**extra_spec.get("defaults", {}))
+    model = Model(
+        model_id=model_id,
+        unet=unet.to(device, dtype).eval().requires_grad_(False),
+        vae=vae.to(device, dtype).eval().requires_grad_(False),
+        text_encoder=text,
+        scheduler_config=dict(scheduler_config),
+        device=device,
+        dtype=dtype,
+        defaults=defaults,
+        source=str(folder),
+    )
+    from noise2art.engine import companions
+
+    companions.attach(model, folder, extra_spec)
+    return model
+
+
+def load_single_file(path: Path, device: torch.device, dtype: torch.dtype, config=None) -> Model:
+    """Load a single-file SD 1.x/2.x checkpoint (original LDM key layout, `.safetensors`)."""
+    from diffusers import StableDiffusionPipeline
+
+    kwargs = {"use_safetensors": True}
+    if config is not None:
+        kwargs["config"] = str(config)
+        kwargs["local_files_only"] = Path(str(config)).is_dir()
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
+    except Exception as exc:  # diffusers raises many types here; all mean "cannot read this checkpoint"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if config else "; offline, pass config=<diffusers folder or hub id> (CLI: --config)"
+        raise ModelLoadError(f"cannot load checkpoint '{path.name}' ({reason[:160]}){hint}") from None
+    text = TextEncoder(
+        pipe.tokenizer, pipe.text_encoder.to(device, dtype), pipe.tokenizer.model_max_length,
+        pass_mask=bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)),
+    )
+    return Model(
+        model_id=str(path.resolve()),
+        unet=pipe.unet.to(device, dtype).eval().requires_grad_(False),
+        vae=pipe.vae.to(device, dtype).eval().requires_grad_(False),
+        text_encoder=text,
+        scheduler_config=dict(pipe.scheduler.config),
+        device=device,
+        dtype=dtype,
+        source=str(path),
+    )

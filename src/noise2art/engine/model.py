@@ -1,0 +1,331 @@
+"""`Model`: one object holding tokenizer, text encoder, UNet, VAE and scheduler config.
+
+`encode` turns prompts into a `PromptEmbedding`, `sample` runs our denoising loop over
+embeddings x seeds in memory-sized chunks, `decode` turns latents into images, and
+`generate` does all three for a prompt.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from noise2art.engine import validation as V
+from noise2art.engine.embedding import PromptEmbedding
+from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
+from noise2art.engine.schedulers import check_scheduler, make_scheduler, name_of_class
+from noise2art.engine.text import TextEncoder
+from noise2art.errors import InvalidArgument, Noise2ArtError
+
+
+@dataclass
+class SampleSettings:
+    """Everything besides embedding and seed that fixes an image."""
+
+    steps: int = 30
+    guidance: float = 7.5
+    scheduler: str | None = None  # None: the model folder's own
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+    eta: float = 0.0
+
+
+@dataclass
+class Model:
+    """A text-to-image latent diffusion model, loaded by `noise2art.load_model`.
+
+    Attributes:
+        model_id: the name it was loaded by (registry name, hub id or path).
+        unet: diffusers `UNet2DConditionModel`.
+        vae: diffusers `AutoencoderKL`.
+        text_encoder: prompts -> `[B, L, D]` states.
+        scheduler_config: the folder's scheduler config (dict).
+        device, dtype: where and in what precision the networks run.
+        defaults: the model's recommended steps / guidance / scheduler.
+        extras: companion networks (world CLIP, aesthetic head, ...) by name.
+    """
+
+    model_id: str
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: TextEncoder
+    scheduler_config: dict
+    device: torch.device
+    dtype: torch.dtype
+    defaults: SampleSettings = field(default_factory=SampleSettings)
+    extras: dict = field(default_factory=dict)
+    source: str = ""
+
+    # -- geometry ------------------------------------------------------------------------
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along each side (8 for SD; read from the VAE, never assumed)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def embedding_shape(self) -> tuple[int, int]:
+        """`(L, D)` of this model's prompt embeddings."""
+        return self.text_encoder.max_length, self.text_encoder.dim
+
+    @property
+    def default_scheduler(self) -> str | None:
+        return self.defaults.scheduler or name_of_class(self.scheduler_config.get("_class_name", ""))
+
+    # -- text ----------------------------------------------------------------------------
+
+    def encode(self, prompts: str | Sequence[str], negative: str | Sequence[str] | None = None) -> PromptEmbedding:
+        """Encode prompts (and negative prompts, "" by default) into a `PromptEmbedding` `[B, L, D]`.
+
+        Over-long prompts are truncated to the encoder's L tokens with a warning that says
+        how many tokens were dropped.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise InvalidArgument("prompts", "need at least one prompt")
+        if negative is None:
+            negative = [""] * len(prompts)
+        elif isinstance(negative, str):
+            negative = [negative] * len(prompts)
+        else:
+            negative = list(negative)
+        if len(negative) != len(prompts):
+            raise InvalidArgument("negative", f"expected {len(prompts)} negative prompts, got {len(negative)}")
+        cond = self.text_encoder(prompts, self.device, self.dtype)
+        uncond = self.text_encoder(negative, self.device, self.dtype)
+        return PromptEmbedding(cond.states, uncond.states, cond.mask, self.model_id, prompts, negative)
+
+    def load_embedding(self, path) -> PromptEmbedding:
+        """Read an embedding file made by this model (a clear error for another model's)."""
+        return PromptEmbedding.load(path, model_id=self.model_id, shape=self.embedding_shape).to(self.device, self.dtype)
+
+    def _as_embedding(self, prompt_or_embedding, negative=None) -> PromptEmbedding:
+        if isinstance(prompt_or_embedding, PromptEmbedding):
+            if prompt_or_embedding.model_id != self.model_id or prompt_or_embedding.shape != self.embedding_shape:
+                raise InvalidArgument(
+                    "embedding",
+                    f"made by model '{prompt_or_embedding.model_id}' {list(prompt_or_embedding.shape)}, "
+                    f"this is '{self.model_id}' {list(self.embedding_shape)}",
+                )
+            return prompt_or_embedding.to(self.device, self.dtype)
+        return self.encode(prompt_or_embedding, negative)
+
+    # -- noise ---------------------------------------------------------------------------
+
+    def _resolve_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        height = self.defaults.height or self.native_size if height is None else height
+        width = self.defaults.width or self.native_size if width is None else width
+        return V.check_size(height, width, self.vae_scale_factor)
+
+    def generators(self, seeds: Iterable[int]) -> list[torch.Generator]:
+        """One CPU generator per seed: a seed means the same noise on every device."""
+        return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+    def initial_noise(self, seeds: Sequence[int], height: int | None = None, width: int | None = None,
+                      generators: list[torch.Generator] | None = None) -> torch.Tensor:
+        """`[S, C, h, w]` unit-variance initial latents, drawn on the CPU from each seed's generator."""
+        height, width = self._resolve_size(height, width)
+        gens = generators if generators is not None else self.generators(V.check_seeds(seeds))
+        shape = (1, self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+        return noise.to(self.device, self.dtype)
+
+    # -- sampling ------------------------------------------------------------------------
+
+    def auto_batch_size(self, height: int, width: int, guidance: float) -> int:
+        """Samples per UNet batch that fit a memory budget.
+
+        Activation memory grows with latent area x channel width; the constant was measured
+        on SD 1.5 (about 1.5 GB per 512 px sample at fp16 with guidance). The budget is a
+        third of free CUDA memory, or 4 GB on CPU/MPS.
+        """
+        cells = (height // self.vae_scale_factor) * (width // self.vae_scale_factor)
+        width_sum = sum(self.unet.config.block_out_channels)
+        per_sample = cells * width_sum * 180 * torch.finfo(self.dtype).bits // 8
+        per_sample *= 2 if guidance > 1 else 1
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget = free // 3
+        else:
+            budget = 4 * 2**30
+        return int(max(1, min(64, budget // max(per_sample, 1))))
+
+    def sample(
+        self,
+        embedding: PromptEmbedding | str | Sequence[str],
+        seeds: Sequence[int] | None = None,
+        latents: torch.Tensor | None = None,
+        *,
+        steps: int | None = None,
+        guidance: float | None = None,
+        scheduler: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        grad_steps: GradSteps = "none",
+        stop_after: int | None = None,
+        pairing: str = "product",
+        batch_size: int | None = None,
+        eta: float | None = None,
+        callback: StepCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> torch.Tensor:
+        """Denoise initial noise under prompt embeddings.
+
+        Args:
+            embedding: B prompt embeddings (or prompts, encoded here).
+            seeds: S seeds. With `pairing="product"` the output holds B x S samples,
+                embedding-major (all seeds of embedding 0 first); with `pairing="zip"`
+                embedding i goes with seed i (B == S, or one side of length 1 broadcasts).
+            latents: `[N, C, h, w]` initial unit-variance noise instead of seeds (paired
+                with the embeddings like seeds). Seeds, if also given, then drive only the
+                step noise of ancestral schedulers.
+            steps, guidance, scheduler, height, width, eta: default to the model's.
+            grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
+            stop_after: return latents after this many steps.
+            batch_size: samples per UNet batch; default from a memory budget.
+            callback: `callback(step, total, latents)` after each step of each chunk.
+            cancel: a function checked between steps; True raises `noise2art.Cancelled`.
+
+        Returns:
+            `[N, C, h, w]` latents, on the model's device.
+        """
+        emb = self._as_embedding(embedding)
+        steps = V.check_steps(self.defaults.steps if steps is None else steps)
+        guidance = V.check_guidance(self.defaults.guidance if guidance is None else guidance)
+        scheduler = scheduler if scheduler is not None else self.defaults.scheduler
+        if scheduler is not None:
+            check_scheduler(scheduler)
+        height, width = self._resolve_size(height, width)
+        eta = self.defaults.eta if eta is None else float(eta)
+        if pairing not in ("product", "zip"):
+            raise InvalidArgument("pairing", f"must be 'product' or 'zip', got {pairing!r}")
+
+        # Pair embeddings with noise sources.
+        b = len(emb)
+        if latents is not None:
+            latents = latents.to(self.device, self.dtype)
+            if latents.ndim == 3:
+                latents = latents[None]
+            expected = (self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            if tuple(latents.shape[1:]) != expected:
+                raise InvalidArgument("latents", f"expected [N, {', '.join(map(str, expected))}], got {list(latents.shape)}")
+            n_noise = latents.shape[0]
+            noise_seeds = V.check_seeds(seeds) if seeds is not None else [0] * n_noise
+            if len(noise_seeds) != n_noise:
+                raise InvalidArgument("seeds", f"with latents, give one seed per latent ({n_noise}), got {len(noise_seeds)}")
+        else:
+            noise_seeds = V.check_seeds([0] if seeds is None else seeds)
+            n_noise = len(noise_seeds)
+        if pairing == "product":
+            emb_index = [i for i in range(b) for _ in range(n_noise)]
+            noise_index = [j for _ in range(b) for j in range(n_noise)]
+        else:
+            if b != n_noise and 1 not in (b, n_noise):
+                raise InvalidArgument("seeds", f"zip pairing needs as many seeds/latents as embeddings ({b}), got {n_noise}")
+            n = max(b, n_noise)
+            emb_index = [i if b > 1 else 0 for i in range(n)]
+            noise_index = [j if n_noise > 1 else 0 for j in range(n)]
+
+        chunk = batch_size or self.auto_batch_size(height, width, guidance)
+        outputs = []
+        for start in range(0, len(emb_index), chunk):
+            ei = emb_index[start:start + chunk]
+            ni = noise_index[start:start + chunk]
+            # A fresh generator per sample, even where seeds repeat, so each sample's noise
+            # stream is the same as if it were sampled alone.
+            gens = self.generators([noise_seeds[j] for j in ni])
+            if latents is None:
+                init = self.initial_noise([noise_seeds[j] for j in ni], height, width, generators=gens)
+            else:
+                init = latents[ni]
+            idx = torch.tensor(ei, device=self.device)
+            cond = emb.cond.index_select(0, idx)
+            uncond = emb.uncond.index_select(0, idx)
+            outputs.append(
+                denoise(
+                    self.unet, make_scheduler(scheduler, self.scheduler_config), cond, uncond, init,
+                    steps=steps, guidance=guidance, generators=gens, grad_steps=grad_steps,
+                    stop_after=stop_after, eta=eta, callback=callback, cancel=cancel,
+                )
+            )
+        return torch.cat(outputs)
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decode(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Latents `[N, C, h, w]` -> images `[N, 3, H, W]` in [0, 1] (differentiable).
+
+        A half-precision VAE can overflow to NaN; the decode is then retried in fp32, and a
+        result that still holds NaNs is an error rather than a black image.
+        """
+        chunk = batch_size or max(1, self.auto_batch_size(latents.shape[-2] * self.vae_scale_factor,
+                                                          latents.shape[-1] * self.vae_scale_factor, 1.0))
+        parts = [self._decode_chunk(latents[i:i + chunk]) for i in range(0, latents.shape[0], chunk)]
+        return torch.cat(parts)
+
+    def _vae_decode(self, vae, latents: torch.Tensor) -> torch.Tensor:
+        cfg = vae.config
+        z = latents / cfg.scaling_factor
+        if getattr(cfg, "shift_factor", None):
+            z = z + cfg.shift_factor
+        x = vae.decode(z.to(vae.dtype), return_dict=False)[0]
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    def _decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self._vae_decode(self.vae, latents)
+        if torch.isfinite(images).all():
+            return images
+        if self.vae.dtype != torch.float32:
+            fp32 = self.extras.get("_vae_fp32")
+            if fp32 is None:
+                import copy
+
+                fp32 = copy.deepcopy(self.vae).float()
+                self.extras["_vae_fp32"] = fp32
+            images = self._vae_decode(fp32, latents.float()).to(latents.dtype)
+            if torch.isfinite(images).all():
+                return images
+        raise Noise2ArtError("the VAE decoded NaN values (also in fp32); no image was written")
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images `[N, 3, H, W]` in [0, 1] -> latents `[N, C, h, w]` (the posterior mean, scaled)."""
+        x = images.to(self.device, self.vae.dtype) * 2 - 1
+        dist = self.vae.encode(x).latent_dist
+        z = dist.mean
+        cfg = self.vae.config
+        if getattr(cfg, "shift_factor", None):
+            z = z - cfg.shift_factor
+        return z * cfg.scaling_factor
+
+    # -- all in one ----------------------------------------------------------------------
+
+    def render(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, **sample_kwargs) -> torch.Tensor:
+        """`sample` then `decode`: images `[N, 3, H, W]` in [0, 1]."""
+        emb = self._as_embedding(prompt_or_embedding, negative)
+        return self.decode(self.sample(emb, seeds, **sample_kwargs))
+
+    def generate(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, **sample_kwargs) -> list[Image.Image]:
+        """Prompt(s) or a `PromptEmbedding` and seeds -> PIL images (embedding-major order)."""
+        with torch.no_grad():
+            images = self.render(prompt_or_embedding, seeds, negative, **sample_kwargs)
+        return to_pil(images)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """`[N, 3, H, W]` in [0, 1] -> PIL images, rounded as diffusers' image processor does."""
+    arr = images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
+    arr = (arr * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]

@@ -1,0 +1,91 @@
+"""`noise2art generate` and `noise2art info`, run in-process on a tiny SD model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from noise2art.cli.main import main
+from noise2art.pngmeta import parse_infotext
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_generate_json_metadata_and_grid(tiny_sd_path, tmp_path, capsys):
+    code, out, err = run(capsys, "generate", "a red ball", "--model", str(tiny_sd_path), "--seeds", "0..2",
+                         "--steps", "3", "--negative", "blue", "--out", str(tmp_path), "--grid", "--json")
+    assert code == 0
+    data = json.loads(out)  # stdout holds exactly one JSON object
+    assert [r["seed"] for r in data["images"]] == [0, 1, 2]
+    assert Image.open(data["grid"]).size[0] > 32
+    with Image.open(data["images"][1]["path"]) as im:
+        text = im.text
+    for key in ("prompt", "negative", "seed", "steps", "guidance", "scheduler", "width", "height", "model",
+                "version", "embedding_hash"):
+        assert key in text
+    info = parse_infotext(text["parameters"])
+    assert info["prompt"] == "a red ball" and info["negative"] == "blue"
+    assert info["Steps"] == "3" and info["Seed"] == "1" and info["Sampler"] == "PLMS" and info["Size"] == "32x32"
+
+
+def test_from_image_reproduces_bit_for_bit(tiny_sd_path, tmp_path, capsys):
+    code, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seeds", "4..6", "--steps", "3",
+                       "--scheduler", "euler-a", "--out", str(tmp_path / "a"), "--json")
+    first = json.loads(out)["images"][1]["path"]
+    code, out, _ = run(capsys, "generate", "--from", first, "--out", str(tmp_path / "b"), "--json")
+    assert code == 0
+    again = json.loads(out)["images"]
+    assert len(again) == 1 and again[0]["seed"] == 5
+    a, b = np.asarray(Image.open(first)), np.asarray(Image.open(again[0]["path"]))
+    assert np.array_equal(a, b)
+
+
+def test_info_prints_parameters(tiny_sd_path, tmp_path, capsys):
+    _, out, _ = run(capsys, "generate", "a dog", "--model", str(tiny_sd_path), "--steps", "2", "--seed", "9",
+                    "--out", str(tmp_path), "--json")
+    path = json.loads(out)["images"][0]["path"]
+    code, out, _ = run(capsys, "info", path, "--json")
+    assert code == 0 and json.loads(out)["seed"] == 9
+    code, out, _ = run(capsys, "info", path)
+    assert "a dog" in out
+
+
+def test_embedding_file_as_prompt(tiny_sd_path, tiny_model, tmp_path, capsys):
+    path = tiny_model.encode("a blue cube").save(tmp_path / "e.safetensors")
+    code, out, _ = run(capsys, "generate", f"@{path}", "--model", str(tiny_sd_path), "--steps", "2",
+                       "--out", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out)["images"][0]["prompt"] == "a blue cube"
+
+
+@pytest.mark.parametrize(
+    "argv, name",
+    [
+        (["--size", "33x32"], "width"),
+        (["--steps", "0"], "steps"),
+        (["--steps", "1001"], "steps"),
+        (["--guidance", "nan"], "guidance"),
+        (["--guidance", "-2"], "guidance"),
+        (["--seed", "-1"], "seed"),
+        (["--seed", str(2**63)], "seed"),
+        (["--seeds", "5..2"], "seeds"),
+        (["--scheduler", "warp"], "scheduler"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tiny_sd_path, tmp_path, capsys, argv, name):
+    code, out, err = run(capsys, "generate", "x", "--model", str(tiny_sd_path), "--out", str(tmp_path), *argv)
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and f"{name}:" in lines[0]
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_unknown_model_exit_2(tmp_path, capsys):
+    code, _, err = run(capsys, "generate", "x", "--model", "no-such-model", "--out", str(tmp_path))
+    assert code == 2 and "unknown model 'no-such-model'" in err

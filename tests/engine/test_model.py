@@ -1,0 +1,185 @@
+"""Model.encode / sample / decode / generate on a tiny random SD model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import noise2art
+from noise2art import Cancelled, InvalidArgument, PromptEmbedding
+from noise2art.engine.sampling import plan_gradients
+
+
+def test_encode_shapes_and_uncond_is_empty_prompt(tiny_model):
+    emb = tiny_model.encode(["a red ball", "a cat"])
+    assert emb.cond.shape == (2, 77, 32) and emb.uncond.shape == (2, 77, 32)
+    assert emb.mask.shape == (2, 77)
+    assert emb.model_id == tiny_model.model_id
+    empty = tiny_model.encode([""])
+    torch.testing.assert_close(emb.uncond[0], empty.cond[0])
+
+
+def test_empty_prompt_allowed(tiny_model):
+    images = tiny_model.generate("", seeds=[0], steps=2)
+    assert images[0].size == (32, 32)
+
+
+def test_long_prompt_truncated_with_warning(tiny_model):
+    prompt = " ".join(["red ball"] * 60)
+    with pytest.warns(UserWarning, match=r"\d+ token\(s\) dropped"):
+        emb = tiny_model.encode(prompt)
+    assert emb.cond.shape[1] == 77
+
+
+def test_seed_gives_same_image_in_batch_as_alone(tiny_model):
+    alone = tiny_model.render("a blue cube", seeds=[7], steps=4, scheduler="euler-a")
+    batch = tiny_model.render("a blue cube", seeds=[1, 7, 9], steps=4, scheduler="euler-a")
+    torch.testing.assert_close(batch[1:2], alone, atol=2e-3, rtol=0)
+    assert not torch.allclose(batch[0], batch[1])
+
+
+def test_product_order_and_chunking(tiny_model):
+    emb = tiny_model.encode(["a cat", "a dog"])
+    full = tiny_model.sample(emb, seeds=[0, 1, 2], steps=3)
+    chunked = tiny_model.sample(emb, seeds=[0, 1, 2], steps=3, batch_size=2)
+    assert full.shape == (6, 4, 16, 16)
+    torch.testing.assert_close(full, chunked, atol=1e-4, rtol=0)
+    only_dog = tiny_model.sample(emb[1], seeds=[1], steps=3)
+    torch.testing.assert_close(full[4:5], only_dog, atol=1e-4, rtol=0)
+
+
+def test_zip_pairing_and_explicit_latents(tiny_model):
+    emb = tiny_model.encode(["a cat", "a dog"])
+    noise = tiny_model.initial_noise([4, 5])
+    a = tiny_model.sample(emb, latents=noise, pairing="zip", steps=3)
+    b = tiny_model.sample(emb, seeds=[4, 5], pairing="zip", steps=3)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(InvalidArgument, match="latents"):
+        tiny_model.sample(emb, latents=torch.zeros(1, 4, 8, 8), steps=2)
+
+
+def test_callback_and_cancel(tiny_model):
+    seen = []
+    tiny_model.sample("a cat", seeds=[0], steps=4, scheduler="ddim", callback=lambda i, n, lat: seen.append((i, n)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls = {"n": 0}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(Cancelled):
+        tiny_model.sample("a cat", seeds=[0], steps=5, cancel=cancel)
+
+
+def test_stop_after_returns_intermediate_latents(tiny_model):
+    seen = []
+    tiny_model.sample("a cat", seeds=[0], steps=6, scheduler="ddim", callback=lambda i, n, lat: seen.append(lat))
+    k2 = tiny_model.sample("a cat", seeds=[0], steps=6, scheduler="ddim", stop_after=2)
+    torch.testing.assert_close(k2, seen[1])
+
+
+@pytest.mark.parametrize("grad_steps", ["last", 2, "last-3", "all"])
+def test_gradients_reach_the_embedding(tiny_model, grad_steps):
+    emb = tiny_model.encode("a red ball")
+    cond = emb.cond.clone().requires_grad_(True)
+    latents = tiny_model.sample(emb.with_tensors(cond), seeds=[0], steps=4, scheduler="ddim", grad_steps=grad_steps)
+    images = tiny_model.decode(latents)
+    images.mean().backward()
+    assert cond.grad is not None and torch.isfinite(cond.grad).all() and cond.grad.abs().sum() > 0
+
+
+def test_no_gradients_by_default(tiny_model):
+    emb = tiny_model.encode("a red ball")
+    cond = emb.cond.clone().requires_grad_(True)
+    latents = tiny_model.sample(emb.with_tensors(cond), seeds=[0], steps=2)
+    assert not latents.requires_grad
+
+
+def test_gradient_through_all_steps_reaches_initial_latents(tiny_model):
+    noise = tiny_model.initial_noise([3]).requires_grad_(True)
+    out = tiny_model.sample("a cat", latents=noise, steps=3, scheduler="ddim", grad_steps="all")
+    out.sum().backward()
+    assert noise.grad is not None and noise.grad.abs().sum() > 0
+
+
+def test_checkpointed_all_matches_plain_gradients(tiny_model):
+    emb = tiny_model.encode("a red ball")
+    grads = []
+    for gs in ("all", 3):
+        cond = emb.cond.clone().requires_grad_(True)
+        tiny_model.sample(emb.with_tensors(cond), seeds=[0], steps=3, scheduler="ddim", grad_steps=gs).sum().backward()
+        grads.append(cond.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_plan_gradients_parsing():
+    assert plan_gradients("none", 10).first_grad_step == 10
+    assert plan_gradients("last", 10).first_grad_step == 9 and not plan_gradients("last", 10).checkpointing
+    assert plan_gradients("last-3", 10).first_grad_step == 7
+    assert plan_gradients(20, 10).first_grad_step == 0
+    assert plan_gradients("all", 10).checkpointing
+    for bad in ("some", 0, -1, 1.5, True):
+        with pytest.raises(InvalidArgument, match="grad_steps"):
+            plan_gradients(bad, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(height=33), "height"),
+        (dict(width=31), "width"),
+        (dict(steps=0), "steps"),
+        (dict(steps=1001), "steps"),
+        (dict(guidance=float("nan")), "guidance"),
+        (dict(guidance=float("inf")), "guidance"),
+        (dict(guidance=-1.0), "guidance"),
+        (dict(seeds=[-1]), "seeds"),
+        (dict(seeds=[2**63]), "seeds"),
+        (dict(scheduler="nope"), "scheduler"),
+    ],
+)
+def test_validation_names_the_argument(tiny_model, kwargs, name):
+    kwargs = {"seeds": [0], "steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=f"^{name}: "):
+        tiny_model.sample("a cat", **kwargs)
+
+
+def test_size_factor_comes_from_the_vae(tiny_model):
+    # This VAE has two blocks: 2 px per latent cell, so 34 px is valid here (SD would need 8).
+    assert tiny_model.vae_scale_factor == 2
+    assert tiny_model.sample("a cat", seeds=[0], steps=1, height=34, width=36).shape == (1, 4, 17, 18)
+
+
+def test_embedding_save_load_roundtrip(tiny_model, tmp_path):
+    emb = tiny_model.encode(["a cat", "a dog"], negative="blue")
+    path = emb.save(tmp_path / "e.safetensors")
+    back = tiny_model.load_embedding(path)
+    torch.testing.assert_close(back.cond, emb.cond)
+    torch.testing.assert_close(back.uncond, emb.uncond)
+    assert back.prompts == ["a cat", "a dog"] and back.negative == ["blue", "blue"]
+    assert back.hash() == emb.hash()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_embedding_from_another_model_is_refused(tiny_model, tmp_path):
+    emb = tiny_model.encode("a cat")
+    other = PromptEmbedding(emb.cond, emb.uncond, emb.mask, "some-other-model", emb.prompts)
+    path = other.save(tmp_path / "o.safetensors")
+    with pytest.raises(InvalidArgument, match="some-other-model"):
+        tiny_model.load_embedding(path)
+    with pytest.raises(InvalidArgument, match="some-other-model"):
+        tiny_model.sample(other, seeds=[0], steps=1)
+
+
+def test_unreadable_embedding_file(tmp_path, tiny_model):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(InvalidArgument, match="embedding"):
+        tiny_model.load_embedding(bad)
+
+
+def test_decode_nan_is_an_error(tiny_model):
+    with pytest.raises(noise2art.Noise2ArtError, match="NaN"):
+        tiny_model.decode(torch.full((1, 4, 16, 16), float("nan")))
