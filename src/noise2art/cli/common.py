@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from contextlib import contextmanager
@@ -37,6 +38,98 @@ def resolve_prompt(model, text: str, negative: str | None = None):
             raise InvalidArgument("prompt", f"an embedding file must be .safetensors, got '{path.name}'")
         return model.load_embedding(path), str(path)
     return model.encode([text], negative), ""
+
+
+def load_embedding_file(text: str, name: str = "prompt"):
+    """`@path.safetensors` -> the `PromptEmbedding` in it, read without a model (cheap, before loading one).
+
+    Lets a command reject an unreadable or foreign file before it spends time loading weights;
+    the caller still checks the embedding against the model (`PromptEmbedding.check_compatible`).
+    """
+    from noise2art.engine.embedding import PromptEmbedding
+
+    path = Path(text[1:]).expanduser()
+    if path.suffix != ".safetensors":
+        raise InvalidArgument(name, f"an embedding file must be .safetensors, got '{path.name}'")
+    return PromptEmbedding.load(path)
+
+
+# One `PROMPT:WEIGHT` part of a blend, up to the comma that ends it (or the end of the text). The prompt
+# is matched lazily, so commas inside a prompt stay in it unless they follow a `:number`.
+_BLEND_PART = re.compile(
+    r"\s*(?P<prompt>.+?)\s*:\s*(?P<weight>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?:,|$)",
+    re.DOTALL,
+)
+
+
+def parse_blend(text: str) -> list[tuple[str, float]]:
+    """`"a red ball:0.7,a blue cube:0.3"` -> `[("a red ball", 0.7), ("a blue cube", 0.3)]`.
+
+    A prompt may hold commas ("mountain, lake:0.6,red ball:0.4" is two parts) and may be
+    `@file.safetensors`. Weights are finite numbers, negative ones push away from that
+    prompt; they are normalised to sum 1 when blended, so they must not sum to ~0.
+
+    Raises:
+        InvalidArgument("blend", ...) naming the part that does not parse.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidArgument("blend", "expected 'PROMPT:WEIGHT,PROMPT:WEIGHT,...', got an empty text")
+    pairs: list[tuple[str, float]] = []
+    pos = 0
+    while pos < len(text):
+        match = _BLEND_PART.match(text, pos)
+        if match is None or not match.group("prompt").strip():
+            rest = text[pos:].strip()
+            raise InvalidArgument(
+                "blend",
+                f"expected 'PROMPT:WEIGHT,PROMPT:WEIGHT,...' with a finite number after each ':', "
+                f"could not read '{rest[:60]}'",
+            )
+        weight = float(match.group("weight"))
+        # "a:nan,b:1" would otherwise read as one prompt "a:nan,b": a colon inside a part
+        # that a comma follows can only be a weight that is not a number.
+        stray = re.search(r":\s*([^,:]*?)\s*,", match.group("prompt"))
+        if stray is not None:
+            raise InvalidArgument(
+                "blend", f"weight '{stray.group(1)}' of part '{match.group('prompt')[:stray.start()].split(',')[-1].strip()}' "
+                "is not a finite number (write each part as PROMPT:WEIGHT)",
+            )
+        if not math.isfinite(weight):
+            raise InvalidArgument("blend", f"weight of '{match.group('prompt')}' must be finite, got {weight}")
+        pairs.append((match.group("prompt").strip(), weight))
+        pos = match.end()
+    total = sum(w for _, w in pairs)
+    if abs(total) <= 1e-6 * sum(abs(w) for _, w in pairs):
+        raise InvalidArgument("blend", f"weights sum to ~0 ({total:g}); they are normalised to sum 1, so they must not cancel")
+    return pairs
+
+
+def blend_embedding(model, pairs: list[tuple[str, float]], negative: str | None = None):
+    """A weighted blend of prompts (or `@file.safetensors` embeddings) -> `PromptEmbedding` of batch 1.
+
+    Both the prompt states and the negative states are blended with `space.blend`
+    (weights normalised to sum 1, row 0 from the first part), so the result is an affine
+    combination that stays on the embeddings' scale.
+    """
+    from noise2art import space
+
+    if not pairs:
+        raise InvalidArgument("blend", "needs at least one PROMPT:WEIGHT part")
+    parts = []
+    for prompt, _ in pairs:
+        if prompt.startswith("@"):
+            # The model names both sides when the file comes from another model or shape.
+            parts.append(model._as_embedding(load_embedding_file(prompt, "blend")))
+        else:
+            parts.append(model.encode([prompt], negative))
+    first = parts[0]
+    for other in parts[1:]:
+        first.check_compatible(other)
+    weights = [w for _, w in pairs]
+    cond = space.blend([p.cond[0] for p in parts], weights)  # [L, D]
+    uncond = space.blend([p.uncond[0] for p in parts], weights)
+    label = ", ".join(f"{p}:{w:g}" for p, w in pairs)
+    return first.with_tensors(cond[None], uncond[None], prompts=[f"blend({label})"])
 
 
 def emit_json(obj) -> None:

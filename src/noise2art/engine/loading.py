@@ -121,16 +121,24 @@ def _package_folder(package: str, subdir: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / subdir
 
 
+def package_text_encoder(spec: dict, device, dtype) -> TextEncoder:
+    """The text encoder a Python package ships (the embedded model's MiniLM), padded to `spec["max_length"]`.
+
+    `spec`: {"package": import name, "subdir": folder inside it, "max_length": L}.
+    """
+    import transformers
+
+    enc_path = _package_folder(spec["package"], spec.get("subdir", "model"))
+    tokenizer = transformers.AutoTokenizer.from_pretrained(enc_path)
+    model = transformers.AutoModel.from_pretrained(enc_path, use_safetensors=True)
+    return TextEncoder(tokenizer, model.to(device, dtype), spec["max_length"], pass_mask=True, name=spec["package"])
+
+
 def _load_text_encoder(folder: Path, index: dict, spec: dict | None, device, dtype) -> TextEncoder:
     import transformers
 
     if spec and "package" in spec:
-        # The embedded model: a BERT encoder shipped by a Python package.
-        enc_path = _package_folder(spec["package"], spec.get("subdir", "model"))
-        tokenizer = transformers.AutoTokenizer.from_pretrained(enc_path)
-        model = transformers.AutoModel.from_pretrained(enc_path, use_safetensors=True)
-        return TextEncoder(tokenizer, model.to(device, dtype), spec["max_length"], pass_mask=True,
-                           name=spec["package"])
+        return package_text_encoder(spec, device, dtype)
     tok_cls = getattr(transformers, index.get("tokenizer", [None, "AutoTokenizer"])[1] or "AutoTokenizer")
     enc_cls = getattr(transformers, index.get("text_encoder", [None, "AutoModel"])[1] or "AutoModel")
     tokenizer = tok_cls.from_pretrained(folder / "tokenizer")

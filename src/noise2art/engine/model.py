@@ -7,7 +7,6 @@ embeddings x seeds in memory-sized chunks, `decode` turns latents into images, a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -84,6 +83,22 @@ class Model:
     @property
     def default_scheduler(self) -> str | None:
         return self.defaults.scheduler or name_of_class(self.scheduler_config.get("_class_name", ""))
+
+    # -- companions (metric context) -----------------------------------------------------
+
+    @property
+    def aesthetic(self):
+        """`images [B,3,H,W] -> [B]` aesthetic score, or None when no scorer is loaded."""
+        from noise2art.engine.companions import aesthetic_scorer
+
+        return aesthetic_scorer(self)
+
+    @property
+    def image_text(self):
+        """`(images, text) -> [B]` image-text similarity, or None without world CLIP."""
+        from noise2art.engine.companions import image_text_scorer
+
+        return image_text_scorer(self)
 
     # -- text ----------------------------------------------------------------------------
 
