@@ -18,8 +18,10 @@ from noise2art.errors import Noise2ArtError
 COMMAND_MODULES = [
     "noise2art.cli.generate",
     "noise2art.cli.interpolate",
-    "noise2art.cli.world",
     "noise2art.cli.explore",
+    "noise2art.cli.optimize",
+    "noise2art.cli.invariant",
+    "noise2art.cli.world",
 ]
 
 
