@@ -27,6 +27,8 @@ def add_train(world_sub) -> None:
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the stage's own)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the stage's own)")
+    p.add_argument("--init-from", default=None,
+                   help="unet: start from this exported model folder's UNet (e.g. src/noise2art/models/world-64)")
     p.set_defaults(func=_train)
 
 
@@ -92,7 +94,9 @@ def _train(args) -> int:
         if stage == "autoencoder":
             autoencoder.train(_override(plan.autoencoder(), args))
         elif stage == "unet":
-            unet.train(_override(plan.unet(), args))
+            cfg = _override(plan.unet(), args)
+            cfg.init_from = args.init_from
+            unet.train(cfg)
         elif stage == "clip":
             clip = companions.train_clip(_override(plan.clip(), args))
         elif stage == "aesthetic":

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise2art.world.training.common import RunLog, checkpoint, cosine_lr, open_run, training_device
+from noise2art.world.training.common import RunLog, open_run, run_steps, training_device
 from noise2art.world.training.data import prepare_data
 
 
@@ -89,28 +89,19 @@ def train(cfg: AutoencoderConfig, progress: bool = True):
     rng = np.random.default_rng([cfg.seed, state.step])
     log = RunLog(state.run_dir, cfg.steps, state.step, "autoencoder", progress)
     vae.train()
-    for step in range(state.step, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+
+    def step_loss(step: int):
         if step < cfg.crop_steps:
             x = random_crops(data.batch(rng.integers(0, len(data), cfg.batch_size), device), cfg.crop, rng)
         else:
             x = data.batch(rng.integers(0, len(data), max(1, cfg.batch_size // 2)), device)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
-        rec = reconstruction_loss(recon, x, cfg.edge_weight)
-        kl = posterior.kl().mean() / x[0].numel()
-        loss = rec + cfg.kl_weight * kl * x[0].numel()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        log.advance()
-        if step % 25 == 0:
-            log.log(step, loss=float(loss), l1=float(F.l1_loss(recon.detach(), x)), kl=float(kl))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint(state, modules, opt, step + 1)
-    log.close()
+        kl = posterior.kl().mean()
+        loss = reconstruction_loss(recon, x, cfg.edge_weight) + cfg.kl_weight * kl
+        return loss, {"l1": F.l1_loss(recon.detach(), x).item(), "kl": kl.item() / x[0].numel()}
+
+    run_steps(state, cfg, modules, opt, log, step_loss, clip=1.0)
     vae.eval()
     return vae
 

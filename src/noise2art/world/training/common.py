@@ -92,3 +92,32 @@ def open_run(run_dir: str | Path, config, modules: dict, optimizer) -> RunState:
 
 def checkpoint(state: RunState, modules: dict, optimizer, step: int, extra: dict | None = None) -> None:
     save_checkpoint(state.run_dir / "checkpoint", modules, optimizer, step, extra)
+
+
+def run_steps(state: RunState, cfg, modules: dict, optimizer, log: RunLog, step_loss, *, warmup: int = 100,
+              clip: float | None = None, log_every: int = 25, after_step=None, extra: dict | None = None) -> None:
+    """The loop every stage shares: cosine learning rate, one optimizer step per iteration,
+    logging and checkpoints (every `cfg.checkpoint_every` steps and at the end).
+
+    Args:
+        step_loss: `step -> (loss, {name: value})` builds one batch and its loss.
+        after_step: called with the step after the optimizer step (EMA updates).
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for step in range(state.step, cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, warmup=warmup)
+        loss, values = step_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        optimizer.step()
+        if after_step is not None:
+            after_step(step)
+        log.advance()
+        if step % log_every == 0 or step + 1 == cfg.steps:
+            log.log(step, loss=loss.item(), **{k: float(v) for k, v in values.items()})
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            checkpoint(state, modules, optimizer, step + 1, extra)
+    log.close()

