@@ -17,7 +17,7 @@ import torch
 from noise2art.world.nets import save_module
 from noise2art.world.training.unet import SCHEDULE, TEXT_SPEC
 
-DEFAULTS = {"steps": 20, "guidance": 5.0, "scheduler": "ddim"}
+DEFAULTS = {"steps": 20, "guidance": 7.5, "scheduler": "ddim"}
 COMPANIONS = {"world_clip": "world_clip", "aesthetic": "aesthetic", "attributes": "attributes"}
 
 
