@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
+import signal
 import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -164,3 +167,70 @@ def free_path(folder: Path, stem: str, suffix: str) -> Path:
         path = folder / f"{stem}_{k}{suffix}"
         k += 1
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file under a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def save_image(image, path: Path) -> Path:
+    """Save a PIL image as PNG under a temporary name, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def percent_change(before: float, after: float) -> str:
+    """`"+12.5%"`, or "n/a" when `before` is 0 or either value is not finite."""
+    if not (math.isfinite(before) and math.isfinite(after)) or before == 0:
+        return "n/a"
+    return f"{(after - before) / abs(before) * 100:+.1f}%"
+
+
+class InterruptFlag:
+    """A SIGINT handler that sets a flag instead of raising, restored on exit.
+
+    The first Ctrl-C asks the run to stop after the current step (the best so far is then
+    written); the previous handler is put back at once, so a second Ctrl-C interrupts
+    as usual.
+    """
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+        self._installed = False
+
+    def __call__(self) -> bool:
+        return self.set
+
+    def _handle(self, signum, frame):
+        self.set = True
+        signal.signal(signal.SIGINT, self._previous)
+        print("\ninterrupted: stopping after this step and keeping the best so far "
+              "(Ctrl-C again to abort)", file=sys.stderr)
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        except ValueError:  # not the main thread: no handler, cancellation only by other means
+            self._installed = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed and signal.getsignal(signal.SIGINT) == self._handle:
+            signal.signal(signal.SIGINT, self._previous)
+        return False

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from noise2art.cli.common import (
+    write_text,
     add_model_args,
     blend_embedding,
     emit_json,
@@ -136,15 +137,6 @@ def _make_folder(out: Path) -> None:
         raise InvalidArgument("out", f"cannot create '{out}' ({exc.strerror or exc})") from None
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def _progress(chunks: int, desc: str):
@@ -348,7 +340,7 @@ def run_interpolate(args) -> int:
         "width": path.width, "height": path.height, "fps": fps, "constant_speed": bool(args.constant_speed),
         **ratios, "files": files_out, "frames": records,
     }
-    manifest_path = _write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    manifest_path = write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     if args.json:
         emit_json({"frames": len(records), "alphas": [r["alpha"] for r in records], "manifest": str(manifest_path),
@@ -458,7 +450,7 @@ def run_retrievability(args) -> int:
     else:
         record["pairs"] = per_pair
         record["summary"] = summarize(results).to_dict()
-    json_path = _write_text(out / "retrievability.json", json.dumps(record, indent=2) + "\n")
+    json_path = write_text(out / "retrievability.json", json.dumps(record, indent=2) + "\n")
     record["json"] = str(json_path)
     if args.json:
         emit_json(record)

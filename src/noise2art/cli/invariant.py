@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import add_model_args, emit_json, free_path, load, load_embedding_file, resolve_prompt, slug
+from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, load_embedding_file,
+                                  percent_change, resolve_prompt, save_image, slug, write_text)
 from noise2art.errors import InvalidArgument
 
 
@@ -112,7 +112,6 @@ def run_invariant(args) -> int:
     from tqdm import tqdm
 
     from noise2art.cli.common import step_progress
-    from noise2art.cli.optimize import InterruptFlag
     from noise2art.engine.model import to_pil
     from noise2art.errors import Cancelled
     from noise2art.methods.invariant import (
@@ -157,7 +156,7 @@ def run_invariant(args) -> int:
     rows += [f"{i},{st},{v!r},{s!r},{t:.6f},{' '.join(map(str, seeds))}"
              for i, (st, v, s, t, seeds) in enumerate(zip(result.stage_of, result.slerp, result.scores,
                                                           result.iteration_seconds, result.seeds))]
-    files["scores"] = str(_write_text(out / "scores.csv", "\n".join(rows) + "\n"))
+    files["scores"] = str(write_text(out / "scores.csv", "\n".join(rows) + "\n"))
 
     # -- before / after on the evaluation seeds -------------------------------------------
     eval_seeds = evaluation_seeds(config, result, args.eval_seeds)
@@ -166,7 +165,7 @@ def run_invariant(args) -> int:
     with InterruptFlag() as interrupted:
         try:
             target = render_target(model, embedding, config)
-            files["target"] = str(_save_image(to_pil(target)[0], out / "target.png"))
+            files["target"] = str(save_image(to_pil(target)[0], out / "target.png"))
             calls = len(schedule_timesteps(model, config.steps, config.scheduler))
             guidance = config.guidance if config.guidance is not None else model.defaults.guidance
             size = model.native_size
@@ -180,7 +179,7 @@ def run_invariant(args) -> int:
     labels = [f"seed {s}" for s in eval_seeds]
     for name, report in (("before", before), ("after", after)):
         if report is not None:
-            files[name] = str(_save_image(contact_sheet(to_pil(report.images), labels=labels), out / f"{name}.png"))
+            files[name] = str(save_image(contact_sheet(to_pil(report.images), labels=labels), out / f"{name}.png"))
 
     cancelled = result.stop_reason == CANCELLED or after is None
     summary = {
@@ -219,7 +218,7 @@ def run_invariant(args) -> int:
         "files": files,
     }
     files["report"] = str(out / "report.json")
-    _write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_text(out / "report.json", json.dumps(summary, indent=2, default=str) + "\n")
 
     if result.stop_reason not in (COMPLETED, CANCELLED):
         print(f"warning: {result.stop_message}", file=sys.stderr)
@@ -231,7 +230,7 @@ def run_invariant(args) -> int:
         if before and after:
             print(f"distance to the target on {len(eval_seeds)} seeds ({before.feature_kind}): "
                   f"{before.mean_distance:.4f} -> {after.mean_distance:.4f} "
-                  f"({_percent(before.mean_distance, after.mean_distance)})")
+                  f"({percent_change(before.mean_distance, after.mean_distance)})")
             if before.agreement is not None and after.agreement is not None:
                 per_family = ", ".join(f"{f} {before.family_agreement[f]:.2f} -> {after.family_agreement[f]:.2f}"
                                        for f in before.families)
@@ -243,21 +242,6 @@ def run_invariant(args) -> int:
     return 130 if cancelled else 0
 
 
-def _percent(before: float, after: float) -> str:
-    if not (math.isfinite(before) and math.isfinite(after)) or before == 0:
-        return "n/a"
-    return f"{(after - before) / abs(before) * 100:+.1f}%"
 
 
-def _save_image(image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
 
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import signal
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import add_model_args, emit_json, free_path, load, resolve_prompt, slug
+from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, percent_change,
+                                  resolve_prompt, save_image, slug, write_text)
 from noise2art.errors import Cancelled, InvalidArgument
 
 
@@ -102,42 +101,6 @@ def unseen_seeds(used: list[int], count: int) -> list[int]:
     return list(range(start, start + count))
 
 
-class InterruptFlag:
-    """A SIGINT handler that sets a flag instead of raising, restored on exit.
-
-    The first Ctrl-C asks the run to stop after the current step (the best so far is then
-    written); the previous handler is put back at once, so a second Ctrl-C interrupts
-    as usual.
-    """
-
-    def __init__(self):
-        self.set = False
-        self._previous = None
-        self._installed = False
-
-    def __call__(self) -> bool:
-        return self.set
-
-    def _handle(self, signum, frame):
-        self.set = True
-        signal.signal(signal.SIGINT, self._previous)
-        print("\ninterrupted: stopping after this step and keeping the best so far "
-              "(Ctrl-C again to abort)", file=sys.stderr)
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        except ValueError:  # not the main thread: no handler, cancellation only by other means
-            self._installed = False
-        return self
-
-    def __exit__(self, *exc):
-        if self._installed and signal.getsignal(signal.SIGINT) == self._handle:
-            signal.signal(signal.SIGINT, self._previous)
-        return False
-
-
 def run_optimize(args) -> int:
     import torch
     from tqdm import tqdm
@@ -194,7 +157,7 @@ def run_optimize(args) -> int:
 
     for i, images in sorted(result.trajectory.items()):
         path = out / f"traj_{i:04d}.png"
-        _save_image(sheet(images), path)
+        save_image(sheet(images), path)
         paths.setdefault("trajectory", [])
         paths["trajectory"].append(str(path))
 
@@ -202,7 +165,7 @@ def run_optimize(args) -> int:
     best_so_far = result.best_so_far()
     rows = ["iteration,score,seconds,best"]
     rows += [f"{i},{s!r},{t:.6f},{b!r}" for i, (s, t, b) in enumerate(zip(result.scores, result.seconds, best_so_far))]
-    _write_text(csv_path, "\n".join(rows) + "\n")
+    write_text(csv_path, "\n".join(rows) + "\n")
     paths["scores"] = str(csv_path)
     if result.scores:
         paths["plot"] = str(line_chart({"best so far": best_so_far, "score": result.scores}, out / "scores.png",
@@ -269,7 +232,7 @@ def run_optimize(args) -> int:
     if args.json:
         emit_json(summary)
     else:
-        change = _percent(result.initial_score, result.best_score)
+        change = percent_change(result.initial_score, result.best_score)
         print(f"{metric.name}: {result.initial_score:.5g} -> {result.best_score:.5g} "
               f"(iteration {result.best_iteration}, {change}) in {result.iterations} iterations, "
               f"{result.total_seconds:.1f} s; stopped: {result.stop_message}")
@@ -281,31 +244,17 @@ def run_optimize(args) -> int:
     return 130 if cancelled else 0
 
 
-def _percent(initial: float, best: float) -> str:
-    if not (math.isfinite(initial) and math.isfinite(best)) or initial == 0:
-        return "n/a"
-    return f"{(best - initial) / abs(initial) * 100:+.1f}%"
 
 
-def _save_image(image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
 
 
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _save_result_image(image, path, seeds, embedding, embedding_file, steps, guidance, scheduler, width, height,
                        model_id, version) -> Path:
     """A single-seed image carries its generation parameters (so `generate --from` remakes it)."""
     if len(seeds) != 1:
-        return _save_image(image, path)
+        return save_image(image, path)
     from noise2art.pngmeta import GenerationParams, save_png
 
     params = GenerationParams(

@@ -85,7 +85,6 @@ def _override(cfg, args):
 
 def _train(args) -> int:
     from noise2art.world.training import autoencoder, companions, unet
-    from noise2art.world.training.pipeline import export as _  # noqa: F401  (fail early on a broken install)
 
     plan = _plan(args)
     stages = ["autoencoder", "unet", "clip", "aesthetic", "attributes"] if args.stage == "all" else [args.stage]
