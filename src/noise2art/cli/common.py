@@ -169,28 +169,26 @@ def free_path(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write a text file under a temporary name, then rename it into place."""
+def _atomic(path: Path, write) -> Path:
+    """Run `write(tmp_path)`, then rename the temporary file into place: no half-written result."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a text file under a temporary name, then rename it into place."""
+    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def save_image(image, path: Path) -> Path:
     """Save a PIL image as PNG under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def percent_change(before: float, after: float) -> str:

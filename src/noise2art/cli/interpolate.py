@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from noise2art.cli.common import (
+    save_image,
     write_text,
     add_model_args,
     blend_embedding,
@@ -424,15 +425,7 @@ def run_retrievability(args) -> int:
                                  basins=[(b.start, b.end) for b in prof.basins],
                                  title=f"speed: {res.prompts[0]} -> {res.prompts[1]}")
         name = "speed.png" if len(results) == 1 else f"speed_{k:03d}.png"
-        plot_path = out / name
-        tmp_png = plot_path.with_name(f".{name}.{uuid.uuid4().hex[:8]}.tmp.png")
-        try:
-            image.save(tmp_png, format="PNG")
-            os.replace(tmp_png, plot_path)
-        finally:
-            if tmp_png.exists():
-                tmp_png.unlink()
-        plots.append(str(plot_path))
+        plots.append(str(save_image(image, out / name)))
     sheet = None
     if len(results) == 1 and results[0].images is not None:
         prof = results[0].profile
