@@ -57,9 +57,10 @@ def register(subparsers) -> None:
     p.add_argument("--pool-size", type=int, default=None, help="random prompts in the candidate pool (default 500)")
     p.add_argument("--step-rule", choices=("exact", "reference"), default=None,
                    help="exact: solve the step for the target similarity (default); reference: t=(1-s)/(1-cos)")
-    p.add_argument("--recommender", choices=("random", "bo"), default=None,
+    p.add_argument("--recommender", choices=("random", "bo", "terms"), default=None,
                    help="random: the reference's candidates (default); bo: a GP-UCB recommender that learns from "
-                        "your choices")
+                        "your choices; terms: candidates that add, swap or drop terms, learning which ones you "
+                        "favour")
     p.add_argument("--beta", type=float, default=None, help="bo recommender: exploration weight (default 2)")
     p.add_argument("--session-seed", type=int, default=None, help="seed of the candidates (default: --seed)")
     p.add_argument("--auto-target", default=None, metavar="PROMPT",
@@ -181,6 +182,8 @@ def _interactive(session, steps: int, folder: Path) -> int:
         print(f"round {session.round}: {sheet_path}  (map: {map_path})")
         print(f"  similarity of candidates 1..{n} to the current embedding: {sims}"
               + (f" (target {target:g})" if target is not None else ""))
+        if variants.candidates.edits is not None:
+            print("  candidates: " + "; ".join(f"{i + 1} {src}" for i, src in enumerate(variants.candidates.sources)))
         while True:
             try:
                 line = input(f"choice 1-{n} and strength, u = undo, q = quit > ")

@@ -42,6 +42,9 @@ seeded by ``(session_seed, r)``:
 ``recommender="bo"`` replaces steps 2-3 by a GP-UCB recommender over a low-dimensional
 subspace of prompt embedding and initial noise (``noise2art.methods.recommender``); its
 candidates then also differ in noise, and a choice moves the noise coordinates too.
+``recommender="terms"`` replaces them by a recommender that learns which terms the
+choices favour (``noise2art.methods.term_recommender``): the candidates are the
+encodings of the prompt plus a guessed set of terms, unchanged and edited.
 
 Beyond the reference: candidates and the current image are rendered in one batched
 sampling call; exact similarity; undo; sessions persisted after every choice and
@@ -72,6 +75,7 @@ from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import StepCallback
 from noise2art.errors import InvalidArgument
 from noise2art.methods import feedback_store as store_mod
+from noise2art.methods import term_recommender as terms_mod
 from noise2art.methods.recommender import (
     EmbeddingSubspace,
     NoiseSubspace,
@@ -102,7 +106,7 @@ __all__ = [
 ]
 
 STEP_RULES = ("exact", "reference")
-RECOMMENDERS = ("random", "bo")
+RECOMMENDERS = ("random", "bo", "terms")
 MAX_VARIANTS = 64
 MAX_POOL = 100_000
 
@@ -172,13 +176,16 @@ class FeedbackConfig:
         steps, guidance, scheduler: sampling settings; None takes the model's defaults.
         session_seed: seed of the candidate randomness; None uses the image seed.
         batch_size: samples per UNet batch; None renders current + candidates in one batch.
-        recommender: ``"random"`` (the reference's scheme) or ``"bo"`` (GP-UCB).
+        recommender: ``"random"`` (the reference's scheme), ``"bo"`` (GP-UCB) or ``"terms"``
+            (learnt term preferences, `noise2art.methods.term_recommender`).
         beta: the BO recommender's explore/exploit weight (UCB = mean + beta * std).
         prompt_axes, noise_axes: dimensions of the BO subspace (pool PCA axes, noise fields).
         bo_radius: pool standard deviations reached at a prompt coordinate of +-1; None
             calibrates it so that candidates drawn uniformly from the box have, on
             average, the target ``similarity`` to the start embedding.
         noise_scale: weight of a noise coordinate of 1 relative to the base noise.
+        terms: the terms recommender's ``{group: [term, ...]}``; None takes
+            `term_recommender.default_term_groups` (fixed into the config when a session starts).
     """
 
     n_variants: int = 5
@@ -200,6 +207,7 @@ class FeedbackConfig:
     noise_axes: int = 16
     bo_radius: float | None = None
     noise_scale: float = 0.3
+    terms: dict[str, list[str]] | None = None
 
     def check(self) -> FeedbackConfig:
         """Raise `InvalidArgument` naming the first field outside its range; returns self (no model needed)."""
@@ -255,6 +263,10 @@ class FeedbackConfig:
             raise InvalidArgument("bo_radius", f"must be None or a finite number > 0, got {self.bo_radius!r}")
         if not _is_number(self.noise_scale) or not math.isfinite(self.noise_scale) or self.noise_scale < 0:
             raise InvalidArgument("noise_scale", f"must be a finite number >= 0, got {self.noise_scale!r}")
+        if self.terms is not None:
+            self.terms = terms_mod.check_term_groups(self.terms)
+        if self.recommender == "terms" and self.n_variants < 2:
+            raise InvalidArgument("n_variants", "the terms recommender needs at least 2 (no change + an edit)")
         return self
 
     def to_dict(self) -> dict:
@@ -404,6 +416,8 @@ class Candidates:
         style_prompts: the prompt + style terms each candidate moved toward ("" for BO).
         z: ``[n, k_p + k_n]`` BO coordinates, None for the random scheme.
         noise: ``[n, C, h, w]`` per-candidate initial noise (BO), None when all share the session's.
+        edits: the terms recommender's `term_recommender.Edit` per candidate, else None.
+        guesses: the terms each candidate adds to the prompt (terms recommender), else None.
     """
 
     round: int
@@ -415,6 +429,8 @@ class Candidates:
     style_prompts: list[str]
     z: np.ndarray | None = None
     noise: Tensor | None = None
+    edits: list[terms_mod.Edit] | None = None
+    guesses: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.embedding)
@@ -472,7 +488,9 @@ class HistoryEntry:
 
     ``round`` is the round the choice was made in (1 for the first); ``index`` the
     candidate (0-based); ``similarity`` the candidate's achieved similarity to ``previous``.
-    The ``*_z`` fields are BO coordinates (None for the random scheme).
+    The ``*_z`` fields are BO coordinates (None for the random scheme); ``candidate_edits``
+    (``[kind, term, old]`` per candidate) and ``guess_previous`` / ``guess_updated`` are
+    the terms recommender's (None otherwise).
     """
 
     round: int
@@ -486,6 +504,9 @@ class HistoryEntry:
     candidates_z: np.ndarray | None = None
     noise_z_previous: np.ndarray | None = None
     noise_z_updated: np.ndarray | None = None
+    candidate_edits: list[list] | None = None
+    guess_previous: list[str] | None = None
+    guess_updated: list[str] | None = None
     time: str = ""
 
     def record(self) -> dict:
@@ -501,6 +522,9 @@ class HistoryEntry:
             "candidates_z": listed(self.candidates_z),
             "noise_z_previous": listed(self.noise_z_previous),
             "noise_z_updated": listed(self.noise_z_updated),
+            "candidate_edits": self.candidate_edits,
+            "guess_previous": self.guess_previous,
+            "guess_updated": self.guess_updated,
             "time": self.time,
         }
 
@@ -537,6 +561,27 @@ def _check_strength(strength) -> float:
     if not _is_number(strength) or not math.isfinite(float(strength)) or not 0.0 <= float(strength) <= 1.0:
         raise InvalidArgument("strength", f"must be a number in [0, 1], got {strength!r}")
     return float(strength)
+
+
+def _check_term_history(history: Sequence[HistoryEntry], prefs: terms_mod.TermPreferences, n: int) -> None:
+    """A terms session's records: ``n`` edits of known terms each, guesses that chain from [] (else an error)."""
+    guess: list[str] = []
+    for entry in history:
+        edits = entry.candidate_edits
+        if not isinstance(edits, list) or len(edits) != n:
+            raise InvalidArgument("session", f"round {entry.round}: a terms session needs {n} 'candidate_edits'")
+        try:
+            parsed = [terms_mod.Edit.from_record(e) for e in edits]
+            for e in parsed:
+                if e.term is not None and e.term not in prefs.index:
+                    raise ValueError(f"unknown term {e.term!r}")
+            if entry.guess_previous != guess or entry.guess_updated != prefs.apply(guess, parsed[entry.index]):
+                raise ValueError("its guesses do not follow from its edits")
+        except InvalidArgument:
+            raise
+        except ValueError as exc:
+            raise InvalidArgument("session", f"round {entry.round}: {exc}") from None
+        guess = list(entry.guess_updated)
 
 
 def _array(value, name: str) -> np.ndarray | None:
@@ -584,6 +629,7 @@ class FeedbackSession:
             self._noise_z = np.zeros(config.noise_axes) if noise_z is None else np.asarray(noise_z, dtype=np.float64)
         else:
             self._noise_z = None
+        self._guess: list[str] = list(self._history[-1].guess_updated or []) if self._history else []
         self.repaired = False  # set by `resume` when current.safetensors had to be rewritten
 
     # -- creation ----------------------------------------------------------------------------
@@ -601,6 +647,9 @@ class FeedbackSession:
                 first round.
         """
         config = (config or FeedbackConfig()).check()
+        if config.recommender == "terms" and config.terms is None:
+            # Fixed into the saved config, so a resumed session keeps its terms whatever the defaults become.
+            config = dataclasses.replace(config, terms=terms_mod.default_term_groups()).check()
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidArgument("prompt", "must be a non-empty text")
         seed = V.check_seed(seed)
@@ -642,6 +691,8 @@ class FeedbackSession:
                 candidates_z=_array(r.get("candidates_z"), "candidates_z"),
                 noise_z_previous=_array(r.get("noise_z_previous"), "noise_z_previous"),
                 noise_z_updated=_array(r.get("noise_z_updated"), "noise_z_updated"),
+                candidate_edits=r.get("candidate_edits"), guess_previous=r.get("guess_previous"),
+                guess_updated=r.get("guess_updated"),
                 time=str(r.get("time", "")),
             ))
         noise_z = _array(state.get("noise_z"), "noise_z")
@@ -652,6 +703,10 @@ class FeedbackSession:
                 )
             if any(e.candidates_z is None or e.candidates_z.ndim != 2 for e in history):
                 raise InvalidArgument("session", "a bo session's history needs 'candidates_z' in every record")
+        if config.recommender == "terms":
+            if config.terms is None:
+                raise InvalidArgument("session", "a terms session's config needs its 'terms'")
+            _check_term_history(history, terms_mod.TermPreferences(config.terms), config.n_variants)
         session = cls(model, state["prompt"], seed, config, on_model(stored.initial), negative=state["negative"],
                       history=history, noise_z=noise_z, store=store)
         if pool is not None:
@@ -766,6 +821,21 @@ class FeedbackSession:
             gp.observe(entry.candidates_z, entry.index)
         return gp
 
+    def term_preferences(self) -> terms_mod.TermPreferences:
+        """The terms recommender's preferences, learnt from every choice in the history."""
+        if self.config.recommender != "terms":
+            raise InvalidArgument("recommender", "this session does not use the terms recommender; start it with "
+                                                 "recommender='terms'")
+        prefs = terms_mod.TermPreferences(self.config.terms)
+        for entry in self._history:
+            prefs.observe([terms_mod.Edit.from_record(e) for e in entry.candidate_edits], entry.index)
+        return prefs
+
+    @property
+    def guess(self) -> list[str]:
+        """The terms recommender's current guess: the terms appended to the prompt (a copy)."""
+        return list(self._guess)
+
     # -- candidates --------------------------------------------------------------------------
 
     def _rng(self, round_: int) -> np.random.Generator:
@@ -776,6 +846,8 @@ class FeedbackSession:
         if self._candidates is None or self._candidates.round != self.round:
             if self.config.recommender == "bo":
                 self._candidates = self._bo_candidates(pool_callback)
+            elif self.config.recommender == "terms":
+                self._candidates = self._terms_candidates()
             else:
                 self._candidates = self._random_candidates(pool_callback)
         return self._candidates
@@ -840,6 +912,19 @@ class FeedbackSession:
         labels = [f"bo z[{', '.join(f'{v:+.2f}' for v in row[:3])}, ...]" for row in z]
         t = torch.full((cfg.n_variants, 3), math.nan)
         return Candidates(self.round, embedding, sim, None, t, labels, [""] * cfg.n_variants, z=z, noise=noise)
+
+    def _terms_candidates(self) -> Candidates:
+        cfg = self.config
+        prefs = self.term_preferences()
+        edits = prefs.propose(self._guess, cfg.n_variants, self._rng(self.round))
+        guesses = [prefs.apply(self._guess, e) for e in edits]
+        texts = [terms_mod.compose(self.prompt, g) for g in guesses]
+        cond = _encode_cond(self.model, texts).to(self._current.cond.device, self._current.cond.dtype)
+        sim = space.similarity(self._current.cond, cond).detach().to(torch.float32).cpu()
+        embedding = self._current.with_tensors(cond, prompts=texts)
+        t = torch.full((cfg.n_variants, 3), math.nan)
+        return Candidates(self.round, embedding, sim, None, t, [e.label() for e in edits], texts,
+                          edits=edits, guesses=guesses)
 
     # -- rendering ---------------------------------------------------------------------------
 
@@ -914,7 +999,11 @@ class FeedbackSession:
             similarity=float(cands.similarity[index]), source=cands.sources[index],
             candidates_z=None if cands.z is None else cands.z.copy(),
             noise_z_previous=None if self._noise_z is None else self._noise_z.copy(),
-            noise_z_updated=noise_z_updated, time=_now(),
+            noise_z_updated=noise_z_updated,
+            candidate_edits=None if cands.edits is None else [e.record() for e in cands.edits],
+            guess_previous=None if cands.guesses is None else list(self._guess),
+            guess_updated=None if cands.guesses is None else list(cands.guesses[index]),
+            time=_now(),
         )
         history = self._history + [entry]
         if self._store is not None:
@@ -925,6 +1014,8 @@ class FeedbackSession:
         self._current = updated
         if noise_z_updated is not None:
             self._noise_z = noise_z_updated
+        if entry.guess_updated is not None:
+            self._guess = list(entry.guess_updated)
         self._candidates = None
         return entry
 
@@ -941,6 +1032,8 @@ class FeedbackSession:
         self._history = history
         self._current = entry.previous
         self._noise_z = noise_z
+        if entry.guess_previous is not None:
+            self._guess = list(entry.guess_previous)
         self._candidates = None
         return entry
 

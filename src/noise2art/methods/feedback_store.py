@@ -16,7 +16,8 @@ Layout (schema version 1)::
 ``history``: one record per choice with ``round``, ``index``, ``strength``,
 ``similarity``, ``source``, the three file names, ``updated_hash``, and for the
 Bayesian-optimisation recommender ``candidates_z`` / ``noise_z_previous`` /
-``noise_z_updated``. File names in it are relative to ``DIR``.
+``noise_z_updated``, for the terms recommender ``candidate_edits`` / ``guess_previous`` /
+``guess_updated``. File names in it are relative to ``DIR``.
 
 Write order. Every file is written to a temporary name and renamed into place, new
 embedding files before the JSON, and the JSON last: a crash at any point leaves the
