@@ -64,6 +64,14 @@ from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck
 from noise2art.engine.schedulers import check_scheduler, make_scheduler
 from noise2art.errors import Cancelled, InvalidArgument
+from noise2art.methods.embedding_run import (
+    CANCELLED,
+    COMPLETED,
+    NAN_GRADIENT,
+    NAN_SCORE,
+    EmbeddingRunResult,
+    check_int,
+)
 from noise2art.optim import AdamOnLion
 
 __all__ = [
@@ -99,10 +107,6 @@ SEED_RANGE = 2**32
 """Random training seeds are drawn from [0, 2^32) (any seed is valid; these print short)."""
 
 # Stop reasons (`InvariantResult.stop_reason`).
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-NAN_SCORE = "nan-score"
-NAN_GRADIENT = "nan-gradient"
 
 ProgressCallback = Callable[[int, int, float, int], object]
 """``callback(iteration, total, score, stage)`` after each iteration (0-based iteration)."""
@@ -169,10 +173,10 @@ class InvariantConfig:
             V.check_seed(self.target_seed, "target_seed")
         else:
             _check_image_tensor(self.target_image)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("seeds_per_step", self.seeds_per_step, 1)
-        _check_int("stage_iterations", self.stage_iterations, 1)
-        _check_int("max_stage", self.max_stage, 0)
+        check_int("iterations", self.iterations, 1)
+        check_int("seeds_per_step", self.seeds_per_step, 1)
+        check_int("stage_iterations", self.stage_iterations, 1)
+        check_int("max_stage", self.max_stage, 0)
         if self.mode not in MODES:
             raise InvalidArgument("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:
@@ -227,7 +231,7 @@ class StageInfo:
 
 
 @dataclass
-class InvariantResult:
+class InvariantResult(EmbeddingRunResult):
     """What `invariant` found.
 
     Attributes:
@@ -264,15 +268,6 @@ class InvariantResult:
     target_seed: int | None
     noise_seed: int
     keep_best: bool = True
-
-    @property
-    def embedding(self) -> PromptEmbedding:
-        """The embedding to use: the best iterate, or the last one with `keep_best=False`."""
-        return self.best_embedding if self.keep_best else self.final_embedding
-
-    @property
-    def iterations(self) -> int:
-        return len(self.scores)
 
     @property
     def best_score(self) -> float:
@@ -690,8 +685,3 @@ def consistency(
                                    for f in compared}
         report.agreement = float(np.mean([all(p.get(f) == target_attrs[f] for f in compared) for p in predicted]))
     return report
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(name, f"must be an integer >= {minimum}, got {value!r}")

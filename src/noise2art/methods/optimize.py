@@ -36,17 +36,21 @@ from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, plan_gradients
 from noise2art.errors import Cancelled, InvalidArgument
+from noise2art.methods.embedding_run import (
+    CANCELLED,
+    COMPLETED,
+    NAN_GRADIENT,
+    NAN_SCORE,
+    EmbeddingRunResult,
+    check_int,
+)
 from noise2art.metrics import Metric, get_metric
 from noise2art.optim import AdamOnLion
 
 ProgressCallback = Callable[[int, int, float, float], object]
 """``callback(iteration, total, score, best)`` after each scored iteration (0-based)."""
 
-# Stop reasons (`OptimizeResult.stop_reason`).
-COMPLETED = "completed"
-CANCELLED = "cancelled"
-NAN_SCORE = "nan-score"
-NAN_GRADIENT = "nan-gradient"
+# Stop reasons (`OptimizeResult.stop_reason`): those of `embedding_run`, and a non-finite render.
 NAN_LATENTS = "nan-latents"
 
 
@@ -120,7 +124,7 @@ class OptimizeConfig:
         if not isinstance(self.metric, (str, Metric)) or (isinstance(self.metric, str) and not self.metric.strip()):
             raise InvalidArgument("metric", f"expected a metric spec or a Metric, got {self.metric!r}")
         self.seeds = V.check_seeds(self.seeds)
-        _check_int("iterations", self.iterations, 1)
+        check_int("iterations", self.iterations, 1)
         _check_positive("lr", self.lr)
         if self.steps is not None:
             V.check_steps(self.steps)
@@ -134,22 +138,22 @@ class OptimizeConfig:
         if plan.first_grad_step >= (self.steps or 1000):
             raise InvalidArgument("grad_steps", "must carry gradients: 'last', 'last-K', an int K >= 1 or 'all', not 'none'")
         if self.renorm_every is not None:
-            _check_int("renorm_every", self.renorm_every, 1)
+            check_int("renorm_every", self.renorm_every, 1)
         if self.loss_scale is not None:
             _check_positive("loss_scale", self.loss_scale)
         if not (isinstance(self.proximity, int | float) and math.isfinite(self.proximity) and self.proximity >= 0):
             raise InvalidArgument("proximity", f"must be a finite number >= 0, got {self.proximity!r}")
         if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, 1)
+            check_int("batch_size", self.batch_size, 1)
         if self.trajectory_every is not None:
-            _check_int("trajectory_every", self.trajectory_every, 1)
+            check_int("trajectory_every", self.trajectory_every, 1)
         # The optimiser validates lr, betas, gammas and eps with the messages it owns.
         AdamOnLion([torch.zeros(1, requires_grad=True)], lr=self.lr, betas=self.betas, gammas=self.gammas, eps=self.eps)
         return self
 
 
 @dataclass
-class OptimizeResult:
+class OptimizeResult(EmbeddingRunResult):
     """What `optimize` found.
 
     Scores are the metric's raw values (mean over the seeds), in its own direction:
@@ -190,16 +194,6 @@ class OptimizeResult:
     stop_message: str
     trajectory: dict[int, torch.Tensor] = field(default_factory=dict)
     keep_best: bool = True
-
-    @property
-    def embedding(self) -> PromptEmbedding:
-        """The embedding to use: the best iterate, or the last one with `keep_best=False`."""
-        return self.best_embedding if self.keep_best else self.final_embedding
-
-    @property
-    def iterations(self) -> int:
-        """Scored iterations."""
-        return len(self.scores)
 
     @property
     def total_seconds(self) -> float:
@@ -421,10 +415,6 @@ def _named(emb: PromptEmbedding, metric: str, which: str) -> PromptEmbedding:
     """Label the optimised embedding so a saved file says where it came from."""
     return dataclasses.replace(emb, prompts=[f"optimize({emb.prompts[0]}, {metric}, {which})"])
 
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgument(name, f"must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_positive(name: str, value) -> None:
