@@ -412,8 +412,10 @@ class Candidates:
         target_similarity: the target (None for the BO recommender, which has none).
         t: ``[n, 3]`` steps used (exact: toward B, toward P, final; reference: toward B,
             toward P, NaN); NaN for the BO recommender.
-        sources: the pool prompt (or BO coordinates label) each candidate came from.
-        style_prompts: the prompt + style terms each candidate moved toward ("" for BO).
+        sources: the pool prompt each candidate came from (BO: a coordinates label; terms:
+            the edit, e.g. "+ at sunset").
+        style_prompts: the prompt + style terms each candidate moved toward ("" for BO; terms:
+            the full text each candidate encodes).
         z: ``[n, k_p + k_n]`` BO coordinates, None for the random scheme.
         noise: ``[n, C, h, w]`` per-candidate initial noise (BO), None when all share the session's.
         edits: the terms recommender's `term_recommender.Edit` per candidate, else None.
