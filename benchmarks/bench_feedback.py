@@ -73,6 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--reference-scheduler", default="lms")
     p.add_argument("--session-seed", type=int, default=0, help="seed of the candidates (one pool for all targets)")
     p.add_argument("--task-seed", type=int, default=2024, help="seed of the targets")
+    p.add_argument("--precision", default="auto", help="precision of the sessions' renders: auto, model or bf16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--quick", action="store_true", help="3 targets, 4 rounds, pool 100, 1 timing round")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the Markdown report")
@@ -116,7 +117,8 @@ def main(argv=None) -> int:
         settings = dict(n_variants=args.variants, similarity=args.similarity, pool_size=args.pool_size,
                         steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
                         session_seed=args.session_seed, beta=args.beta, prompt_axes=args.prompt_axes,
-                        noise_axes=args.noise_axes, noise_scale=args.noise_scale)
+                        noise_axes=args.noise_axes, noise_scale=args.noise_scale,
+                        precision=args.precision)
         settings.update(overrides)
         return FeedbackConfig(**settings).check()
 
@@ -162,14 +164,19 @@ def main(argv=None) -> int:
             file=sys.stderr)
 
     # -- timing against the reference's way, back to back on one warm session --
-    ours_t, reference_t = [], []
+    ours_t, ours_model_t, reference_t = [], [], []
     if args.timing_rounds > 0:
         task = tasks[0]
         session = FeedbackSession.start(model, task.start, 1000, config(recommender="random"), pool=pool)
-        session.variants()  # warm-up
+        # The same rounds at the model's own precision, to show what the session's precision buys.
+        at_model = FeedbackSession.start(model, task.start, 1000, config(recommender="random", precision="model"),
+                                         pool=pool)
+        session.variants(), at_model.variants()  # warm-up
         for r in range(args.timing_rounds):
             v = session.variants()
             ours_t.append(v.seconds)
+            ours_model_t.append(at_model.variants().seconds)
+            at_model.choose(0, 0.5)
             embeddings = [session.current] + [v.embeddings[i] for i in range(len(v.embeddings))]
             t0 = time.perf_counter()
             with torch.no_grad():
@@ -215,6 +222,7 @@ def main(argv=None) -> int:
                                        "max": max(errors_reference, default=float("nan"))},
         "seconds_per_round": ours_round,
         "seconds_per_round_timed": ours_t,
+        "seconds_per_round_model_precision": ours_model_t,
         "reference_seconds_per_round": reference_t,
         "speedup": speedup,
         "pool_seconds": pool_seconds,
@@ -222,6 +230,7 @@ def main(argv=None) -> int:
         "settings": {"model": model.model_id, "targets": args.targets, "rounds": rounds, "variants": args.variants,
                      "similarity": args.similarity, "pool_size": args.pool_size, "steps": steps,
                      "scheduler": scheduler, "strength": args.strength, "threads": torch.get_num_threads(),
+                     "precision": args.precision,
                      "beta": args.beta, "prompt_axes": args.prompt_axes, "noise_axes": args.noise_axes},
     }
     if args.json:
@@ -231,7 +240,7 @@ def main(argv=None) -> int:
     print(f"## bench_feedback — {datetime.date.today().isoformat()}\n")
     print(f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores ({torch.get_num_threads()} torch threads), torch {torch.__version__}, "
-          f"device {model.device}, dtype {model.dtype}")
+          f"device {model.device}, dtype {model.dtype}, session precision {args.precision}")
     print(f"- model: {model.model_id}; {args.targets} targets x {rounds} rounds; {args.variants} variants; "
           f"pool {args.pool_size}; similarity {args.similarity}; {steps} steps {scheduler}; strength {args.strength}; "
           f"bo: beta {args.beta}, {args.prompt_axes} prompt + {args.noise_axes} noise axes")
@@ -252,9 +261,11 @@ def main(argv=None) -> int:
     e = report["similarity_error_reference"]
     print(f"| similarity error, the reference's rule on the same C (median / max) | {fmt(e['median'])} / "
           f"{fmt(e['max'])} | — |")
-    print(f"| seconds per round ({args.variants} variants + current, one batch, {steps} {scheduler} steps) | "
-          f"{fmt(ours_round, '.2f')} | {TARGETS['seconds']} |")
+    print(f"| seconds per round ({args.variants} variants + current, one batch, {steps} {scheduler} steps, "
+          f"precision {args.precision}) | {fmt(ours_round, '.2f')} | {TARGETS['seconds']} |")
     if ours_t:
+        print(f"| seconds per round, back to back: precision {args.precision} vs the model's | "
+              f"{fmt(median(ours_t), '.2f')} vs {fmt(median(ours_model_t), '.2f')} | — |")
         print(f"| seconds per round, the reference's way ({args.variants + 1} separate {args.reference_steps}-step "
               f"{args.reference_scheduler} renders) vs ours back to back | {fmt(median(reference_t), '.2f')} vs "
               f"{fmt(median(ours_t), '.2f')} | — |")

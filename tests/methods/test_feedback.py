@@ -14,6 +14,7 @@ from PIL import Image
 import noise2art
 from noise2art import space
 from noise2art.engine.embedding import PromptEmbedding
+from noise2art.engine.devices import native_bf16
 from noise2art.errors import InvalidArgument
 from noise2art.methods import feedback_store
 from noise2art.methods.feedback import (
@@ -44,7 +45,8 @@ PROMPT = "a red ball"
 
 
 def config(**overrides) -> FeedbackConfig:
-    settings = dict(pool_size=24, steps=2, scheduler="ddim", n_variants=5)
+    # The model's precision, so renders compare exactly with plain `Model.render` calls.
+    settings = dict(pool_size=24, steps=2, scheduler="ddim", n_variants=5, precision="model")
     settings.update(overrides)
     return FeedbackConfig(**settings)
 
@@ -72,7 +74,8 @@ def test_config_checks_name_the_field():
     assert FeedbackConfig().check().n_variants == 5
     for field_, value in [("n_variants", 0), ("similarity", 1.0), ("similarity", math.nan), ("pool_size", 3),
                           ("step_rule", "approx"), ("recommender", "ucb"), ("beta", -1.0), ("n_style_terms", 10**6),
-                          ("steps", 0), ("bo_radius", 0.0), ("style_terms", "oil")]:
+                          ("steps", 0), ("bo_radius", 0.0), ("style_terms", "oil"),
+                          ("precision", "fp8")]:
         with pytest.raises(InvalidArgument, match=field_):
             FeedbackConfig(**{field_: value}).check()
     with pytest.raises(InvalidArgument, match="unknown"):
@@ -374,6 +377,21 @@ def test_export_and_render_on_other_seeds(tiny_model, pool, tmp_path):
     assert torch.allclose(images, plain, atol=1e-4)
     with pytest.raises(InvalidArgument, match="seeds"):
         session.render_on_seeds([])
+
+
+def test_bf16_precision_renders_close_to_the_model_and_consistently(tiny_model, pool):
+    exact = new_session(tiny_model, pool)
+    fast = new_session(tiny_model, pool, precision="bf16")
+    a, b = exact.variants().images, fast.variants().images
+    assert a.dtype == b.dtype == torch.float32
+    assert not torch.equal(a, b)  # bf16 products really ran
+    assert (a - b).abs().mean() < 0.02
+    # The current image of a round is what render_current gives (one precision per session;
+    # bf16 kernels differ by batch size in the last bits only).
+    assert (fast.render_current() - b[:1]).abs().mean() < 0.1 * (a - b).abs().mean()
+    on_cpu_with_bf16 = native_bf16(tiny_model.device) and tiny_model.dtype == torch.float32
+    auto = new_session(tiny_model, pool, precision="auto").variants().images
+    assert torch.equal(auto, b if on_cpu_with_bf16 else a)
 
 
 # --------------------------------------------------------------------------- map

@@ -102,7 +102,8 @@ def test_proposals_follow_the_choices():
 
 
 def terms_session(model, path=None, **overrides):
-    settings = dict(steps=2, scheduler="ddim", n_variants=4, recommender="terms", terms=GROUPS, session_seed=7)
+    settings = dict(steps=2, scheduler="ddim", n_variants=4, recommender="terms", terms=GROUPS, session_seed=7,
+                    precision="model")
     settings.update(overrides)
     return FeedbackSession.start(model, "a red ball", 3, FeedbackConfig(**settings), path=path)
 

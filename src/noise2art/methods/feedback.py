@@ -71,6 +71,7 @@ from torch import Tensor
 
 from noise2art import space
 from noise2art.engine import validation as V
+from noise2art.engine.devices import check_precision, sampling_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import StepCallback
 from noise2art.errors import InvalidArgument
@@ -186,6 +187,10 @@ class FeedbackConfig:
         noise_scale: weight of a noise coordinate of 1 relative to the base noise.
         terms: the terms recommender's ``{group: [term, ...]}``; None takes
             `term_recommender.default_term_groups` (fixed into the config when a session starts).
+        precision: the session's renders: ``"auto"`` (bf16 autocast for an fp32 model on a
+            CPU with native bf16, about 2x faster at ~0.002 mean pixel error; else as
+            ``"model"``), ``"model"`` (the model's dtype) or ``"bf16"``
+            (`noise2art.engine.devices.sampling_precision`).
     """
 
     n_variants: int = 5
@@ -208,6 +213,7 @@ class FeedbackConfig:
     bo_radius: float | None = None
     noise_scale: float = 0.3
     terms: dict[str, list[str]] | None = None
+    precision: str = "auto"
 
     def check(self) -> FeedbackConfig:
         """Raise `InvalidArgument` naming the first field outside its range; returns self (no model needed)."""
@@ -265,6 +271,7 @@ class FeedbackConfig:
             raise InvalidArgument("noise_scale", f"must be a finite number >= 0, got {self.noise_scale!r}")
         if self.terms is not None:
             self.terms = terms_mod.check_term_groups(self.terms)
+        check_precision(self.precision)
         if self.recommender == "terms" and self.n_variants < 2:
             raise InvalidArgument("n_variants", "the terms recommender needs at least 2 (no change + an edit)")
         return self
@@ -948,26 +955,34 @@ class FeedbackSession:
             latents = self._base_noise.expand(len(embedding), *self._base_noise.shape[1:])
         else:
             latents = torch.cat([self.noise, cands.noise.to(self._base_noise.dtype)])
-        with torch.no_grad():
+        with torch.no_grad(), self._precision():
             lat = self.model.sample(embedding, latents=latents, pairing="zip",
                                     batch_size=self.config.batch_size or len(embedding), callback=callback,
                                     **self.config.sample_kwargs())
-            images = self.model.decode(lat)
+        images = self._decode(lat)
         return Variants(cands, images, time.perf_counter() - start)
 
-    def render_current(self, callback: StepCallback | None = None) -> Tensor:
-        """``[1, 3, H, W]``: the current embedding on the session's noise."""
+    def _precision(self):
+        return sampling_precision(self.model.device, self.model.dtype, self.config.precision)
+
+    def _decode(self, latents: Tensor) -> Tensor:
+        """Images in the model's dtype (the decoder runs outside the sampling precision)."""
         with torch.no_grad():
+            return self.model.decode(latents.to(self.model.dtype))
+
+    def render_current(self, callback: StepCallback | None = None) -> Tensor:
+        """``[1, 3, H, W]``: the current embedding on the session's noise (as `variants` renders it)."""
+        with torch.no_grad(), self._precision():
             lat = self.model.sample(self._current, latents=self.noise, callback=callback, **self.config.sample_kwargs())
-            return self.model.decode(lat)
+        return self._decode(lat)
 
     def render_on_seeds(self, seeds: Sequence[int], callback: StepCallback | None = None) -> Tensor:
         """``[S, 3, H, W]``: the current embedding rendered on other seeds (does it hold beyond one noise?)."""
         seeds = V.check_seeds(seeds)
-        with torch.no_grad():
+        with torch.no_grad(), self._precision():
             lat = self.model.sample(self._current, seeds, batch_size=self.config.batch_size, callback=callback,
                                     **self.config.sample_kwargs())
-            return self.model.decode(lat)
+        return self._decode(lat)
 
     # -- choices -----------------------------------------------------------------------------
 
