@@ -1,4 +1,4 @@
-"""Device and dtype choice: `auto` picks cuda > mps > cpu; fp16 on CUDA, fp32 elsewhere."""
+"""Device, dtype and sampling precision: `auto` picks cuda > mps > cpu; fp16 on CUDA, fp32 elsewhere."""
 
 from __future__ import annotations
 
