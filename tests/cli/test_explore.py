@@ -79,7 +79,24 @@ def test_resume_continues_and_rejects_contradicting_flags(tiny_sd_path, tmp_path
     assert code == 2 and "variants" in err and "uses 5" in err
     code, _, err = run(capsys, "explore", "a blue cube", "--model", str(tiny_sd_path), "--session", str(folder))
     assert code == 2 and "prompt" in err
+    code, _, err = run(capsys, "explore", "--model", str(tiny_sd_path), "--session", str(folder), "--precision", "bf16")
+    assert code == 2 and "precision" in err and "uses 'auto'" in err
     assert (folder / "session.json").read_bytes() == before
+
+
+def test_a_session_file_without_a_newer_setting_resumes_with_its_default(tiny_sd_path, tmp_path, monkeypatch,
+                                                                         capsys):
+    folder = tmp_path / "s"
+    feed(monkeypatch, ["1 0.5", "q"])
+    assert run(capsys, "explore", "a red ball", "--model", str(tiny_sd_path), "--session", str(folder), *FAST,
+               "--precision", "auto")[0] == 0
+    data = state(folder)
+    del data["config"]["precision"]  # as written before sessions had a precision
+    (folder / "session.json").write_text(json.dumps(data))
+    feed(monkeypatch, ["q"])
+    code, _, err = run(capsys, "explore", "--model", str(tiny_sd_path), "--session", str(folder), "--precision", "auto")
+    assert code == 0, err
+    assert "resumed" in err
 
 
 def test_auto_target_json(tiny_sd_path, tmp_path, capsys):

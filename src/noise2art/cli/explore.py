@@ -92,9 +92,12 @@ def build_config(args):
 
 def _check_resume_flags(args, state: dict, folder: Path) -> None:
     """Flags that contradict the stored session are an error, not silently ignored."""
+    from noise2art.methods.feedback import FeedbackConfig
+
+    defaults = FeedbackConfig()  # a setting newer than the session file has its default there
     for flag, name in CONFIG_FLAGS.items():
         value = getattr(args, flag)
-        stored = state["config"].get(name)
+        stored = state["config"].get(name, getattr(defaults, name))
         if value is not None and value != stored:
             raise InvalidArgument(flag.replace("_", "-"), f"the session in '{folder}' uses {stored!r}, got {value!r}; "
                                                           "omit the flag to resume it")
