@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     p.add_argument("--beta", type=float, default=None, help="bo recommender: exploration weight (default 2)")
     p.add_argument("--session-seed", type=int, default=None, help="seed of the candidates (default: --seed)")
     p.add_argument("--precision", choices=("auto", "model", "bf16"), default=None,
-                   help="precision of the renders: auto (bf16 on a CPU with native bf16, about 2x faster; the "
+                   help="precision of the renders: auto (bf16 on a CPU with native bf16, a faster round; the "
                         "default), model (the model's dtype) or bf16")
     p.add_argument("--auto-target", default=None, metavar="PROMPT",
                    help="a simulated user with this hidden target prompt chooses (nearest candidate, strength "
