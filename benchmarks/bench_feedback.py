@@ -165,13 +165,17 @@ def main(argv=None) -> int:
 
     # -- timing against the reference's way, back to back on one warm session --
     ours_t, ours_model_t, reference_t = [], [], []
+    precision_gap = {"mean": float("nan"), "max": float("nan")}
     if args.timing_rounds > 0:
         task = tasks[0]
         session = FeedbackSession.start(model, task.start, 1000, config(recommender="random"), pool=pool)
         # The same rounds at the model's own precision, to show what the session's precision buys.
         at_model = FeedbackSession.start(model, task.start, 1000, config(recommender="random", precision="model"),
                                          pool=pool)
-        session.variants(), at_model.variants()  # warm-up
+        # Warm-up; the same first round at both precisions also gives the images' difference.
+        warm, warm_model = session.variants(), at_model.variants()
+        gap = (warm.images.float() - warm_model.images.float()).abs()
+        precision_gap = {"mean": float(gap.mean()), "max": float(gap.max())}
         for r in range(args.timing_rounds):
             v = session.variants()
             ours_t.append(v.seconds)
@@ -224,6 +228,7 @@ def main(argv=None) -> int:
         "seconds_per_round": ours_round,
         "seconds_per_round_timed": ours_t,
         "seconds_per_round_model_precision": ours_model_t,
+        "precision_pixel_difference": precision_gap,
         "reference_seconds_per_round": reference_t,
         "speedup": speedup,
         "pool_seconds": pool_seconds,
@@ -267,6 +272,8 @@ def main(argv=None) -> int:
     if ours_t:
         print(f"| seconds per round, back to back: precision {args.precision} vs the model's | "
               f"{fmt(median(ours_t), '.2f')} vs {fmt(median(ours_model_t), '.2f')} | — |")
+        print(f"| image difference, precision {args.precision} vs the model's, one round (mean / max abs pixel) | "
+              f"{fmt(precision_gap['mean'], '.4f')} / {fmt(precision_gap['max'], '.4f')} | — |")
         print(f"| seconds per round, the reference's way ({args.variants + 1} separate {args.reference_steps}-step "
               f"{args.reference_scheduler} renders) vs ours back to back | {fmt(median(reference_t), '.2f')} vs "
               f"{fmt(median(ours_t), '.2f')} | — |")

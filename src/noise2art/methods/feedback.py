@@ -188,7 +188,7 @@ class FeedbackConfig:
         terms: the terms recommender's ``{group: [term, ...]}``; None takes
             `term_recommender.default_term_groups` (fixed into the config when a session starts).
         precision: the session's renders: ``"auto"`` (bf16 autocast for an fp32 model on a
-            CPU with native bf16: a round 1.3x faster at ~0.002 mean pixel error; else as
+            CPU with native bf16: a round 1.3x faster at 0.0015 mean pixel error; else as
             ``"model"``), ``"model"`` (the model's dtype) or ``"bf16"``
             (`noise2art.engine.devices.sampling_precision`).
     """
