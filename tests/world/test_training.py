@@ -84,3 +84,36 @@ def test_exported_folder_loads_and_generates(tiny_runs, tmp_path):
     assert model.image_text(images, "a red ball").shape == (2,)
     preds = model.extras["attributes"].predict(images)
     assert len(preds) == 2 and "color" in preds[0]
+
+
+def test_caption_weights_draw_focused_families_more_often():
+    captions = [["a red ball", "a landscape at night"], ["snowy peaks", "a cube"]]
+    probs = unet.caption_weights(captions, {"color": 3, "snow": 2})
+    # image-major: (0,0) names colour, (0,1) nothing, (1,0) snow, (1,1) nothing
+    assert probs.shape == (4,) and probs.sum() == pytest.approx(1.0)
+    assert probs[0] == pytest.approx(3 * probs[1]) and probs[2] == pytest.approx(2 * probs[3])
+    assert probs[1] == pytest.approx(probs[3])
+    with pytest.raises(ValueError, match="unknown attribute family"):
+        unet.caption_weights(captions, {"colour": 2})
+    with pytest.raises(ValueError, match="must be > 0"):
+        unet.caption_weights(captions, {"color": 0})
+
+
+def test_focused_training_runs_and_records_its_focus(tiny_runs, tmp_path):
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_runs["un_cfg"], run_dir=str(tmp_path / "unet"), steps=1, focus={"color": 4.0})
+    unet.train(cfg, progress=False)
+    assert json.loads((tmp_path / "unet" / "config.json").read_text())["focus"] == {"color": 4.0}
+    assert json.loads((tmp_path / "unet" / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
+def test_cli_focus_parses_and_rejects_bad_items():
+    from noise2art.cli.world_model import _parse_focus
+    from noise2art.errors import InvalidArgument
+
+    assert _parse_focus("snow=3, color=2.5") == {"snow": 3.0, "color": 2.5}
+    assert _parse_focus(None) == {}
+    for bad in ("snow", "colour=2", "snow=x", "snow=-1"):
+        with pytest.raises(InvalidArgument, match="focus"):
+            _parse_focus(bad)

@@ -29,6 +29,9 @@ def add_train(world_sub) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the stage's own)")
     p.add_argument("--init-from", default=None,
                    help="unet: start from this exported model folder's UNet (e.g. src/noise2art/models/world-64)")
+    p.add_argument("--focus", default=None, metavar="FAMILY=W,...",
+                   help="unet: draw captions naming these attribute families W times as often "
+                   "(e.g. snow=3,color=2)")
     p.set_defaults(func=_train)
 
 
@@ -95,6 +98,7 @@ def _train(args) -> int:
         elif stage == "unet":
             cfg = _override(plan.unet(), args)
             cfg.init_from = args.init_from
+            cfg.focus = _parse_focus(args.focus)
             unet.train(cfg)
         elif stage == "clip":
             clip = companions.train_clip(_override(plan.clip(), args))
@@ -107,6 +111,26 @@ def _train(args) -> int:
             Path(plan.dirs()["attributes"], "accuracy.json").write_text(json.dumps(accuracy, indent=2))
             print(json.dumps({"attribute_accuracy": accuracy}))
     return 0
+
+
+def _parse_focus(text: str | None) -> dict:
+    """`"snow=3,color=2"` -> `{"snow": 3.0, "color": 2.0}`, checked against the schema."""
+    from noise2art.world.attributes import FAMILIES
+
+    if not text:
+        return {}
+    focus = {}
+    for item in text.split(","):
+        family, sep, weight = item.strip().partition("=")
+        if not sep or family not in FAMILIES:
+            raise InvalidArgument("focus", f"expected FAMILY=WEIGHT with FAMILY in {', '.join(FAMILIES)}, got {item!r}")
+        try:
+            focus[family] = float(weight)
+        except ValueError:
+            raise InvalidArgument("focus", f"weight of {family!r} must be a number, got {weight!r}") from None
+        if not focus[family] > 0:
+            raise InvalidArgument("focus", f"weight of {family!r} must be > 0, got {weight}")
+    return focus
 
 
 def _trained_clip(plan):

@@ -10,7 +10,7 @@ what ships.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,10 @@ class UNetConfig:
     # Start from an exported model folder's UNet (e.g. the shipped model) instead of random
     # weights: training continues across machines without the run folder.
     init_from: str | None = None
+    # Family -> weight: a caption that names one of these families is drawn `weight` times
+    # as often as one that names none (the largest weight among the families it names).
+    # Targets the families a model renders worst without new data; empty draws uniformly.
+    focus: dict = field(default_factory=dict)
 
 
 def build_unet(cfg: UNetConfig, sample_size: int):
@@ -97,6 +101,25 @@ def encode_captions(captions: list[str], device, batch: int = 256) -> torch.Tens
     return torch.cat(out)
 
 
+def caption_weights(captions: list[list[str]], focus: dict) -> np.ndarray:
+    """Sampling probability of every (image, caption) pair, flattened image-major: `[N * K]`.
+
+    A caption's weight is the largest `focus[family]` among the families the parser finds
+    in it, 1 when it names none of them.
+    """
+    from noise2art.world.attributes import FAMILIES
+    from noise2art.world.captions import parse
+
+    for family, weight in focus.items():
+        if family not in FAMILIES:
+            raise ValueError(f"focus: unknown attribute family {family!r}; known: {', '.join(FAMILIES)}")
+        if not weight > 0:
+            raise ValueError(f"focus: weight of {family!r} must be > 0, got {weight}")
+    weights = np.array([max([1.0] + [float(focus[f]) for f in parse(c) if f in focus])
+                        for caps in captions for c in caps])
+    return weights / weights.sum()
+
+
 def _cached(path: Path, make):
     from safetensors.torch import load_file, save_file
 
@@ -143,10 +166,15 @@ def train(cfg: UNetConfig, progress: bool = True):
     gen = torch.Generator().manual_seed(cfg.seed * 1000003 + state.step)
     log = RunLog(run_dir, cfg.steps, state.step, "unet", progress)
     unet.train()
+    probs = caption_weights(data.captions, cfg.focus) if cfg.focus else None
 
     def step_loss(step: int):
-        idx = rng.integers(0, len(data), cfg.batch_size)
-        cap = idx * k + rng.integers(0, k, cfg.batch_size)
+        if probs is None:
+            idx = rng.integers(0, len(data), cfg.batch_size)
+            cap = idx * k + rng.integers(0, k, cfg.batch_size)
+        else:
+            cap = rng.choice(len(probs), cfg.batch_size, p=probs)
+            idx = cap // k
         z = lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)
         z = (z * scale).to(device)
         cond = text[cap].float().to(device)
