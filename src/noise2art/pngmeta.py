@@ -44,6 +44,9 @@ class GenerationParams:
     # Seeds that shared this image's UNet batch. Float results can depend on the batch a
     # sample ran in, so bit-exact reproduction re-runs the same batch.
     batch_seeds: list = field(default_factory=list)
+    # The denoiser's precision: "model" (the model's dtype as loaded, and every image
+    # written before this field existed) or "bf16" (`Model.sample`'s precision).
+    precision: str = "model"
 
     def infotext(self) -> str:
         lines = [self.prompt]
@@ -53,7 +56,7 @@ class GenerationParams:
         lines.append(
             f"Steps: {self.steps}, Sampler: {sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
             f"Size: {self.width}x{self.height}, Model: {self.model}, Embedding hash: {self.embedding_hash}, "
-            f"Version: noise2art {self.version}"
+            f"Version: noise2art {self.version}" + (f", Precision: {self.precision}" if self.precision != "model" else "")
         )
         return "\n".join(lines)
 

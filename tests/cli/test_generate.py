@@ -47,6 +47,31 @@ def test_from_image_reproduces_bit_for_bit(tiny_sd_path, tmp_path, capsys):
     assert np.array_equal(a, b)
 
 
+def test_precision_is_recorded_as_resolved_and_reproduced(tiny_sd_path, tmp_path, capsys):
+    import torch
+
+    from noise2art.engine.devices import native_bf16
+
+    _, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seeds", "0,1", "--steps", "2",
+                    "--out", str(tmp_path / "auto"), "--json")
+    expected = "bf16" if native_bf16(torch.device("cpu")) else "model"
+    assert json.loads(out)["images"][0]["precision"] == expected
+    _, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seeds", "0,1", "--steps", "2",
+                    "--precision", "bf16", "--out", str(tmp_path / "a"), "--json")
+    first = json.loads(out)["images"][1]["path"]
+    with Image.open(first) as im:
+        assert json.loads(im.text["noise2art"])["precision"] == "bf16"
+        assert parse_infotext(im.text["parameters"])["Precision"] == "bf16"
+    _, out, _ = run(capsys, "generate", "--from", first, "--out", str(tmp_path / "b"), "--json")
+    again = json.loads(out)["images"]
+    assert again[0]["precision"] == "bf16"
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again[0]["path"])))
+    _, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seeds", "0,1", "--steps", "2",
+                    "--precision", "model", "--out", str(tmp_path / "m"), "--json")
+    model_path = json.loads(out)["images"][1]["path"]
+    assert not np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(model_path)))
+
+
 def test_info_prints_parameters(tiny_sd_path, tmp_path, capsys):
     _, out, _ = run(capsys, "generate", "a dog", "--model", str(tiny_sd_path), "--steps", "2", "--seed", "9",
                     "--out", str(tmp_path), "--json")
@@ -89,3 +114,16 @@ def test_bad_arguments_exit_2_with_one_line(tiny_sd_path, tmp_path, capsys, argv
 def test_unknown_model_exit_2(tmp_path, capsys):
     code, _, err = run(capsys, "generate", "x", "--model", "no-such-model", "--out", str(tmp_path))
     assert code == 2 and "unknown model 'no-such-model'" in err
+
+
+def test_image_written_before_precision_was_recorded_reads_as_model(tmp_path):
+    from PIL import PngImagePlugin
+
+    from noise2art.pngmeta import read_params
+
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("noise2art", json.dumps({
+        "prompt": "a cat", "negative": "", "seed": 1, "steps": 2, "guidance": 7.5, "scheduler": "ddim", "width": 32,
+        "height": 32, "model": "m", "version": "0.1.0", "embedding_hash": "abc", "batch_seeds": [1]}))
+    Image.new("RGB", (32, 32)).save(tmp_path / "old.png", pnginfo=info)
+    assert read_params(tmp_path / "old.png").precision == "model"

@@ -97,6 +97,33 @@ def test_no_gradients_by_default(tiny_model):
     assert not latents.requires_grad
 
 
+def test_bf16_precision_samples_with_a_bf16_copy_close_to_fp32(tiny_model):
+    emb = tiny_model.encode("a red ball")
+    full = tiny_model.sample(emb, seeds=[0, 1], steps=3)
+    half = tiny_model.sample(emb, seeds=[0, 1], steps=3, precision="bf16")
+    # The latents come back in the model's dtype; the UNet itself is untouched.
+    assert half.dtype == torch.float32 and tiny_model.unet.dtype == torch.float32
+    assert not torch.equal(full, half)
+    assert (half - full).abs().mean() < 0.02 * full.abs().mean()
+    copy = tiny_model.denoiser(torch.bfloat16)
+    assert copy.dtype == torch.bfloat16 and copy is tiny_model.denoiser(torch.bfloat16)
+    assert tiny_model.denoiser(torch.float32) is tiny_model.unet
+    # The default is the model's own dtype, bit for bit.
+    torch.testing.assert_close(tiny_model.sample(emb, seeds=[0, 1], steps=3, precision="model"), full, atol=0, rtol=0)
+
+
+def test_gradients_always_run_the_models_own_unet(tiny_model):
+    emb = tiny_model.encode("a red ball")
+    cond = emb.cond.clone().requires_grad_(True)
+    out = tiny_model.sample(emb.with_tensors(cond), seeds=[0], steps=2, scheduler="ddim", grad_steps="last",
+                            precision="bf16")
+    out.sum().backward()
+    assert cond.grad is not None and cond.grad.dtype == torch.float32
+    with torch.no_grad():
+        plain = tiny_model.sample(emb, seeds=[0], steps=2, scheduler="ddim")
+    torch.testing.assert_close(out.detach(), plain, atol=1e-5, rtol=0)
+
+
 def test_gradient_through_all_steps_reaches_initial_latents(tiny_model):
     noise = tiny_model.initial_noise([3]).requires_grad_(True)
     out = tiny_model.sample("a cat", latents=noise, steps=3, scheduler="ddim", grad_steps="all")
@@ -138,6 +165,7 @@ def test_plan_gradients_parsing():
         (dict(seeds=[-1]), "seeds"),
         (dict(seeds=[2**63]), "seeds"),
         (dict(scheduler="nope"), "scheduler"),
+        (dict(precision="fp8"), "precision"),
     ],
 )
 def test_validation_names_the_argument(tiny_model, kwargs, name):

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--scheduler", default=None, help="ddim, euler, euler-a, dpm++2m, lms, pndm, ... (default: the model's)")
     p.add_argument("--size", default=None, help="WxH in pixels (default: the model's native size)")
     p.add_argument("--batch-size", type=int, default=None, help="images per UNet batch (default: fits memory)")
+    p.add_argument("--precision", choices=("auto", "model", "bf16"), default="auto",
+                   help="the denoiser's precision: auto (default: bf16 for an fp32 model on a CPU with native "
+                   "bf16, faster batches at about 0.002 mean pixel error; else the model's dtype), model, bf16")
     p.add_argument("--out", default="out", help="output folder (default ./out)")
     p.add_argument("--grid", action="store_true", help="also write a contact sheet grid.png")
     p.add_argument("--from", dest="from_image", default=None, help="reproduce the image whose PNG metadata is given")
@@ -53,6 +56,7 @@ def _settings_from_image(args) -> None:
         args.batch_size = len(params.batch_seeds)
     args.steps, args.guidance, args.scheduler = params.steps, params.guidance, params.scheduler
     args.size = f"{params.width}x{params.height}"
+    args.precision = params.precision
     args.model = args.model or params.model
     return params
 
@@ -61,6 +65,7 @@ def run_generate(args) -> int:
     import torch
 
     from noise2art.engine import validation as V
+    from noise2art.engine.devices import resolve_precision
     from noise2art.engine.model import to_pil
     from noise2art.pngmeta import GenerationParams, save_png
     from noise2art.sheet import contact_sheet
@@ -89,11 +94,14 @@ def run_generate(args) -> int:
     guidance = args.guidance if args.guidance is not None else model.defaults.guidance
     scheduler = args.scheduler or model.default_scheduler
     batch = args.batch_size or model.auto_batch_size(height, width, guidance)
+    # Recorded as resolved on this machine, so `--from` repeats it anywhere.
+    precision = "model" if resolve_precision(model.device, model.dtype, args.precision) == model.dtype else "bf16"
     chunks = math.ceil(len(seeds) / batch)
 
     with torch.no_grad(), step_progress(chunks * steps, "generate", enabled=True) as progress:
         latents = model.sample(embedding, seeds, steps=steps, guidance=guidance, scheduler=scheduler,
-                               height=height, width=width, batch_size=batch, callback=progress)
+                               height=height, width=width, batch_size=batch, precision=precision,
+                               callback=progress)
         images = to_pil(model.decode(latents))
 
     out = Path(args.out)
@@ -107,7 +115,7 @@ def run_generate(args) -> int:
             prompt=embedding.prompts[0], negative=embedding.negative[0], seed=seed, steps=steps, guidance=guidance,
             scheduler=scheduler or "default", width=width, height=height, model=model.model_id, version=__version__,
             embedding_hash=emb_hash, embedding_file=embedding_file,
-            batch_seeds=seeds[k - k % batch: k - k % batch + batch],
+            batch_seeds=seeds[k - k % batch: k - k % batch + batch], precision=precision,
         )
         path = save_png(image, params, free_path(out, f"{slug(params.prompt)}_{seed}", ".png"))
         paths.append(str(path))

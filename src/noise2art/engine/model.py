@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from noise2art.engine import validation as V
+from noise2art.engine.devices import check_precision, resolve_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
 from noise2art.engine.schedulers import check_scheduler, make_scheduler, name_of_class
@@ -32,6 +33,9 @@ class SampleSettings:
     height: int | None = None  # None: the model's native size
     width: int | None = None
     eta: float = 0.0
+    # The denoiser's dtype for no-grad sampling: "model" (as loaded), "bf16", or "auto"
+    # (bf16 for an fp32 model on a CPU with native bf16). See `devices.resolve_precision`.
+    precision: str = "model"
 
 
 @dataclass
@@ -59,6 +63,9 @@ class Model:
     defaults: SampleSettings = field(default_factory=SampleSettings)
     extras: dict = field(default_factory=dict)
     source: str = ""
+    # Reduced-precision copies of the UNet for no-grad sampling, by dtype, each with the
+    # UNet it was copied from (a replaced UNet gets a fresh copy).
+    _denoisers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # -- geometry ------------------------------------------------------------------------
 
@@ -194,6 +201,7 @@ class Model:
         pairing: str = "product",
         batch_size: int | None = None,
         eta: float | None = None,
+        precision: str | None = None,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
     ) -> torch.Tensor:
@@ -211,6 +219,11 @@ class Model:
             grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
             stop_after: return latents after this many steps.
             batch_size: samples per UNet batch; default from a memory budget.
+            precision: the denoiser's dtype, "model" | "bf16" | "auto" (default: the
+                model's `defaults.precision`). A dtype other than the model's runs a copy
+                of the UNet made on first use; the latents and the scheduler's arithmetic
+                stay in the model's dtype. A call that carries gradients always runs the
+                model's own UNet.
             callback: `callback(step, total, latents)` after each step of each chunk.
             cancel: a function checked between steps; True raises `noise2art.Cancelled`.
 
@@ -227,6 +240,10 @@ class Model:
         eta = self.defaults.eta if eta is None else float(eta)
         if pairing not in ("product", "zip"):
             raise InvalidArgument("pairing", f"must be 'product' or 'zip', got {pairing!r}")
+        precision = check_precision(self.defaults.precision if precision is None else precision)
+        unet = self.unet
+        if grad_steps == "none" or not torch.is_grad_enabled():
+            unet = self.denoiser(resolve_precision(self.device, self.dtype, precision))
 
         # Pair embeddings with noise sources.
         b = len(emb)
@@ -271,12 +288,24 @@ class Model:
             uncond = emb.uncond.index_select(0, idx)
             outputs.append(
                 denoise(
-                    self.unet, make_scheduler(scheduler, self.scheduler_config), cond, uncond, init,
+                    unet, make_scheduler(scheduler, self.scheduler_config), cond, uncond, init,
                     steps=steps, guidance=guidance, generators=gens, grad_steps=grad_steps,
                     stop_after=stop_after, eta=eta, callback=callback, cancel=cancel,
                 )
             )
         return torch.cat(outputs)
+
+    def denoiser(self, dtype: torch.dtype) -> torch.nn.Module:
+        """The UNet in `dtype`: the model's own, or a gradient-free copy made once."""
+        if dtype == self.dtype:
+            return self.unet
+        source, copy = self._denoisers.get(dtype, (None, None))
+        if source is not self.unet:
+            import copy as copying
+
+            copy = copying.deepcopy(self.unet).to(dtype).requires_grad_(False)
+            self._denoisers[dtype] = (self.unet, copy)
+        return copy
 
     # -- decoding ------------------------------------------------------------------------
 

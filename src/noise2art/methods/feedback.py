@@ -71,7 +71,7 @@ from torch import Tensor
 
 from noise2art import space
 from noise2art.engine import validation as V
-from noise2art.engine.devices import check_precision, sampling_precision
+from noise2art.engine.devices import check_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import StepCallback
 from noise2art.errors import InvalidArgument
@@ -187,10 +187,10 @@ class FeedbackConfig:
         noise_scale: weight of a noise coordinate of 1 relative to the base noise.
         terms: the terms recommender's ``{group: [term, ...]}``; None takes
             `term_recommender.default_term_groups` (fixed into the config when a session starts).
-        precision: the session's renders: ``"auto"`` (bf16 autocast for an fp32 model on a
-            CPU with native bf16: a round 1.3x faster at 0.0015 mean pixel error; else as
-            ``"model"``), ``"model"`` (the model's dtype) or ``"bf16"``
-            (`noise2art.engine.devices.sampling_precision`).
+        precision: the denoiser's dtype for the session's renders: ``"auto"`` (a bf16 copy
+            of the UNet for an fp32 model on a CPU with native bf16, where rounds are faster
+            and images move by about 0.002 mean pixel error, benchmarks/RESULTS.md; else as
+            ``"model"``), ``"model"`` (the model's dtype) or ``"bf16"`` (`Model.sample`).
     """
 
     n_variants: int = 5
@@ -292,7 +292,8 @@ class FeedbackConfig:
 
     def sample_kwargs(self) -> dict:
         """Keyword arguments of `Model.sample` (None: the model's defaults)."""
-        return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler}
+        return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler,
+                "precision": self.precision}
 
 
 def config_from_state(state: dict, path: str | os.PathLike = "") -> FeedbackConfig:
@@ -955,31 +956,28 @@ class FeedbackSession:
             latents = self._base_noise.expand(len(embedding), *self._base_noise.shape[1:])
         else:
             latents = torch.cat([self.noise, cands.noise.to(self._base_noise.dtype)])
-        with torch.no_grad(), self._precision():
+        with torch.no_grad():
             lat = self.model.sample(embedding, latents=latents, pairing="zip",
                                     batch_size=self.config.batch_size or len(embedding), callback=callback,
                                     **self.config.sample_kwargs())
         images = self._decode(lat)
         return Variants(cands, images, time.perf_counter() - start)
 
-    def _precision(self):
-        return sampling_precision(self.model.device, self.model.dtype, self.config.precision)
-
     def _decode(self, latents: Tensor) -> Tensor:
-        """Images in the model's dtype (the decoder runs outside the sampling precision)."""
+        """Images in the model's dtype (the decoder always runs in it)."""
         with torch.no_grad():
-            return self.model.decode(latents.to(self.model.dtype))
+            return self.model.decode(latents)
 
     def render_current(self, callback: StepCallback | None = None) -> Tensor:
         """``[1, 3, H, W]``: the current embedding on the session's noise (as `variants` renders it)."""
-        with torch.no_grad(), self._precision():
+        with torch.no_grad():
             lat = self.model.sample(self._current, latents=self.noise, callback=callback, **self.config.sample_kwargs())
         return self._decode(lat)
 
     def render_on_seeds(self, seeds: Sequence[int], callback: StepCallback | None = None) -> Tensor:
         """``[S, 3, H, W]``: the current embedding rendered on other seeds (does it hold beyond one noise?)."""
         seeds = V.check_seeds(seeds)
-        with torch.no_grad(), self._precision():
+        with torch.no_grad():
             lat = self.model.sample(self._current, seeds, batch_size=self.config.batch_size, callback=callback,
                                     **self.config.sample_kwargs())
         return self._decode(lat)
