@@ -7,6 +7,7 @@ embeddings x seeds in memory-sized chunks, `decode` turns latents into images, a
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -299,13 +300,11 @@ class Model:
         """The UNet in `dtype`: the model's own, or a gradient-free copy made once."""
         if dtype == self.dtype:
             return self.unet
-        source, copy = self._denoisers.get(dtype, (None, None))
+        source, reduced = self._denoisers.get(dtype, (None, None))
         if source is not self.unet:
-            import copy as copying
-
-            copy = copying.deepcopy(self.unet).to(dtype).requires_grad_(False)
-            self._denoisers[dtype] = (self.unet, copy)
-        return copy
+            reduced = copy.deepcopy(self.unet).to(dtype).requires_grad_(False)
+            self._denoisers[dtype] = (self.unet, reduced)
+        return reduced
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -335,8 +334,6 @@ class Model:
         if self.vae.dtype != torch.float32:
             fp32 = self.extras.get("_vae_fp32")
             if fp32 is None:
-                import copy
-
                 fp32 = copy.deepcopy(self.vae).float()
                 self.extras["_vae_fp32"] = fp32
             images = self._vae_decode(fp32, latents.float()).to(latents.dtype)
