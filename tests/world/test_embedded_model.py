@@ -43,7 +43,8 @@ def test_landscape_prompt_gives_landscapes(embedded):
 def test_world_eval_json(capsys, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red ball\na forest at night\n")
-    code = main(["world", "eval", "--prompts", str(prompts), "--seeds", "2", "--steps", "4", "--json"])
+    code = main(["world", "eval", "--prompts", str(prompts), "--seeds", "2", "--steps", "4", "--precision", "bf16",
+                 "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
     assert out["n_images"] == 4 and 0.0 <= out["mean_adherence"] <= 1.0

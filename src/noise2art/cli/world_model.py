@@ -56,6 +56,8 @@ def add_eval(world_sub) -> None:
     p.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--precision", choices=("auto", "model", "bf16"), default="model",
+                   help="the UNet's precision (default model: the model's dtype; auto as `generate` runs)")
     p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     from noise2art.cli.common import add_model_args
@@ -178,7 +180,7 @@ def _eval(args) -> int:
     model = load(args)
     bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
     report = evaluate(model, prompts, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                      frechet=not args.no_frechet, progress=lambda k, n: bar.update(1))
+                      frechet=not args.no_frechet, progress=lambda k, n: bar.update(1), precision=args.precision)
     bar.close()
     if args.json:
         emit_json(report.to_json())

@@ -130,8 +130,12 @@ def score_predictions(named: dict, predictions: list[dict]) -> tuple[float | Non
 
 
 def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int | None = None,
-             guidance: float | None = None, frechet: bool = True, progress=None) -> EvalReport:
-    """Generate `seeds` images per prompt and score them (see the module docstring)."""
+             guidance: float | None = None, frechet: bool = True, progress=None,
+             precision: str | None = None) -> EvalReport:
+    """Generate `seeds` images per prompt and score them (see the module docstring).
+
+    `precision` is `Model.sample`'s (None: the model's default, its own dtype).
+    """
     from noise2art.errors import ModelLoadError
 
     if "attributes" not in model.extras:
@@ -145,7 +149,8 @@ def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int 
 
     for k, (prompt, named) in enumerate(prompts):
         with torch.no_grad():
-            images = model.render(prompt, seeds=list(range(seeds)), steps=steps, guidance=guidance)
+            images = model.render(prompt, seeds=list(range(seeds)), steps=steps, guidance=guidance,
+                                  precision=precision)
             preds = classifier.predict(images)
             if clip is not None and frechet:
                 gen_feats.append(clip.encode_image(images).cpu().numpy())
