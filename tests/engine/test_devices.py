@@ -30,3 +30,10 @@ def test_auto_follows_the_hardware_and_leaves_reduced_dtypes_alone():
 def test_unknown_precision_is_an_error():
     with pytest.raises(InvalidArgument, match="precision"):
         resolve_precision(CPU, torch.float32, "fp8")
+
+
+def test_cli_precision_choices_match_the_engine():
+    from noise2art.cli.common import PRECISION_CHOICES
+    from noise2art.engine.devices import PRECISIONS
+
+    assert PRECISION_CHOICES == PRECISIONS

@@ -15,6 +15,9 @@ from pathlib import Path
 
 from noise2art.errors import InvalidArgument
 
+# `engine.devices.PRECISIONS`, spelled out so that parsing arguments does not import torch.
+PRECISION_CHOICES = ("auto", "model", "bf16")
+
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import add_model_args, emit_json, free_path, load, slug, step_progress
+from noise2art.cli.common import PRECISION_CHOICES, add_model_args, emit_json, free_path, load, slug, step_progress
 from noise2art.errors import InvalidArgument
 
 HELP = ("answer with a candidate number and a strength in [0, 1] (e.g. '3 0.5'; the strength defaults to 0.5), "
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                         "favour")
     p.add_argument("--beta", type=float, default=None, help="bo recommender: exploration weight (default 2)")
     p.add_argument("--session-seed", type=int, default=None, help="seed of the candidates (default: --seed)")
-    p.add_argument("--precision", choices=("auto", "model", "bf16"), default=None,
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                    help="precision of the renders: auto (bf16 on a CPU with native bf16, a faster round; the "
                         "default), model (the model's dtype) or bf16")
     p.add_argument("--auto-target", default=None, metavar="PROMPT",

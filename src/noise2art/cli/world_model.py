@@ -46,6 +46,8 @@ def add_export(world_sub) -> None:
 
 
 def add_eval(world_sub) -> None:
+    from noise2art.cli.common import PRECISION_CHOICES, add_model_args
+
     p = world_sub.add_parser(
         "eval", help="prompt adherence, diversity and Frechet distance of a model on the world",
         description="Generate images for held-out prompts and score them with the attribute classifiers.",
@@ -56,12 +58,10 @@ def add_eval(world_sub) -> None:
     p.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--precision", choices=("auto", "model", "bf16"), default="model",
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="model",
                    help="the UNet's precision (default model: the model's dtype; auto as `generate` runs)")
     p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    from noise2art.cli.common import add_model_args
-
     add_model_args(p)
     p.set_defaults(func=_eval)
 
