@@ -116,23 +116,21 @@ def _train(args) -> int:
 
 
 def _parse_focus(text: str | None) -> dict:
-    """`"snow=3,color=2"` -> `{"snow": 3.0, "color": 2.0}`, checked against the schema."""
-    from noise2art.world.attributes import FAMILIES
+    """`"snow=3,color=2"` -> `{"snow": 3.0, "color": 2.0}`, checked before any data loads."""
+    from noise2art.world.training.unet import check_focus
 
     if not text:
         return {}
     focus = {}
     for item in text.split(","):
         family, sep, weight = item.strip().partition("=")
-        if not sep or family not in FAMILIES:
-            raise InvalidArgument("focus", f"expected FAMILY=WEIGHT with FAMILY in {', '.join(FAMILIES)}, got {item!r}")
         try:
-            focus[family] = float(weight)
+            focus[family] = float(weight) if sep else None
         except ValueError:
-            raise InvalidArgument("focus", f"weight of {family!r} must be a number, got {weight!r}") from None
-        if not focus[family] > 0:
-            raise InvalidArgument("focus", f"weight of {family!r} must be > 0, got {weight}")
-    return focus
+            focus[family] = None
+        if focus[family] is None:
+            raise InvalidArgument("focus", f"expected FAMILY=WEIGHT with a number for WEIGHT, got {item!r}")
+    return check_focus(focus)
 
 
 def _trained_clip(plan):

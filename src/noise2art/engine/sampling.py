@@ -137,11 +137,13 @@ def denoise(
     plan = plan_gradients(grad_steps, total)
 
     # A reduced-precision copy of the UNet (see `Model.denoiser`) takes its inputs in its
-    # own dtype; the latents and the scheduler's arithmetic stay in the caller's.
+    # own dtype (the context once, here); the latents and the scheduler's arithmetic stay
+    # in the caller's.
     unet_dtype = getattr(unet, "dtype", latents.dtype)
+    context = context.to(unet_dtype)
 
     def predict(model_input: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        out = unet(model_input.to(unet_dtype), t, encoder_hidden_states=ctx.to(unet_dtype), return_dict=False)[0]
+        out = unet(model_input.to(unet_dtype), t, encoder_hidden_states=ctx, return_dict=False)[0]
         return out.to(model_input.dtype)
 
     for i, t in enumerate(timesteps[:total]):

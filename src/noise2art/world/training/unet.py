@@ -101,20 +101,28 @@ def encode_captions(captions: list[str], device, batch: int = 256) -> torch.Tens
     return torch.cat(out)
 
 
+def check_focus(focus: dict) -> dict:
+    """`focus` if every family is in the schema and every weight is > 0, else InvalidArgument("focus")."""
+    from noise2art.errors import InvalidArgument
+    from noise2art.world.attributes import FAMILIES
+
+    for family, weight in focus.items():
+        if family not in FAMILIES:
+            raise InvalidArgument("focus", f"unknown attribute family {family!r}; known: {', '.join(FAMILIES)}")
+        if not weight > 0:
+            raise InvalidArgument("focus", f"weight of {family!r} must be > 0, got {weight}")
+    return focus
+
+
 def caption_weights(captions: list[list[str]], focus: dict) -> np.ndarray:
     """Sampling probability of every (image, caption) pair, flattened image-major: `[N * K]`.
 
     A caption's weight is the largest `focus[family]` among the families the parser finds
     in it, 1 when it names none of them.
     """
-    from noise2art.world.attributes import FAMILIES
     from noise2art.world.captions import parse
 
-    for family, weight in focus.items():
-        if family not in FAMILIES:
-            raise ValueError(f"focus: unknown attribute family {family!r}; known: {', '.join(FAMILIES)}")
-        if not weight > 0:
-            raise ValueError(f"focus: weight of {family!r} must be > 0, got {weight}")
+    check_focus(focus)
     weights = np.array([max([1.0] + [float(focus[f]) for f in parse(c) if f in focus])
                         for caps in captions for c in caps])
     return weights / weights.sum()
