@@ -156,7 +156,11 @@ def train(cfg: UNetConfig, progress: bool = True):
     flat_captions = [c for caps in data.captions for c in caps]
     text = _cached(run_dir / "text.safetensors",
                    lambda: {"states": encode_captions(flat_captions + [""], device)})["states"]
-    empty = text[-1].float().to(device)
+    # The caches live on the training device: a GPU step then gathers its batch there
+    # instead of copying it from host memory every step (a no-op on CPU).
+    lat = {name: value.to(device) for name, value in lat.items()}
+    text = text.to(device)
+    empty = text[-1].float()
     sample_size = lat["mean"].shape[-1]
 
     unet = build_unet(cfg, sample_size).to(device)
@@ -183,9 +187,10 @@ def train(cfg: UNetConfig, progress: bool = True):
         else:
             cap = rng.choice(len(probs), cfg.batch_size, p=probs)
             idx = cap // k
-        z = lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)
-        z = (z * scale).to(device)
-        cond = text[cap].float().to(device)
+        idx, cap = torch.from_numpy(idx).to(device), torch.from_numpy(cap).to(device)
+        mean, std = lat["mean"][idx], lat["std"][idx]
+        z = (mean + std * torch.randn(mean.shape, generator=gen).to(device)) * scale
+        cond = text[cap].float()
         drop = torch.from_numpy(rng.random(cfg.batch_size) < cfg.uncond_prob).to(device)
         cond = torch.where(drop[:, None, None], empty[None], cond)
         noise = torch.randn(z.shape, generator=gen).to(device)
