@@ -35,6 +35,15 @@ def test_generate_json_metadata_and_grid(tiny_sd_path, tmp_path, capsys):
     assert info["Steps"] == "3" and info["Seed"] == "1" and info["Sampler"] == "PLMS" and info["Size"] == "32x32"
 
 
+def test_progress_total_counts_the_steps_the_scheduler_runs(tiny_sd_path, tmp_path, capsys):
+    # PLMS without its Runge-Kutta warm-up runs one UNet step more than asked: 3 steps are
+    # 4 calls, so two batches of one image are 8 steps on the bar, not 6.
+    code, _, err = run(capsys, "generate", "a red ball", "--model", str(tiny_sd_path), "--seeds", "0..1",
+                       "--steps", "3", "--batch-size", "1", "--scheduler", "pndm", "--out", str(tmp_path))
+    assert code == 0
+    assert "/8 " in err and "/6 " not in err
+
+
 def test_from_image_reproduces_bit_for_bit(tiny_sd_path, tmp_path, capsys):
     code, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seeds", "4..6", "--steps", "3",
                        "--scheduler", "euler-a", "--out", str(tmp_path / "a"), "--json")

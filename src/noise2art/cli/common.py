@@ -145,13 +145,26 @@ def emit_json(obj) -> None:
 
 
 @contextmanager
-def step_progress(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar on stderr; yields a denoising callback `(step, total, latents)` that advances it."""
+def step_progress(chunks: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr over the denoising steps of `chunks` sampler batches; yields the
+    callback `(step, total, latents)` that advances it.
+
+    The steps per batch come from the sampler's first callback: a scheduler may run more
+    UNet steps than asked (PNDM's warm-up, Heun's two calls a step), so the total is exact
+    from then on.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not enabled, leave=False)
+    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, disable=not enabled, leave=False)
+
+    def callback(step, total, *_):
+        if bar.total is None:
+            bar.total = chunks * int(total)
+            bar.refresh()
+        bar.update(1)
+
     try:
-        yield lambda *_: bar.update(1)
+        yield callback
     finally:
         bar.close()
 
@@ -235,3 +248,26 @@ class InterruptFlag:
         if self._installed and signal.getsignal(signal.SIGINT) == self._handle:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+
+def run_interruptible(run, total: int, desc: str, postfix):
+    """`run(callback, cancel)` under a tqdm bar of `total` iterations on stderr, with Ctrl-C
+    asking it to stop after the current iteration (see `InterruptFlag`).
+
+    Args:
+        run: starts the loop, passing `callback` and `cancel` on to the method.
+        postfix: the method's callback arguments -> {name: text} shown beside the bar.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="it", file=sys.stderr, leave=False)
+
+    def callback(*args):
+        bar.set_postfix(postfix(*args), refresh=False)
+        bar.update(1)
+
+    with InterruptFlag() as interrupted:
+        try:
+            return run(callback, interrupted)
+        finally:
+            bar.close()

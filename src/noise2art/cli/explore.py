@@ -133,13 +133,13 @@ def _pool_progress():
     return update
 
 
-def _render_round(session, steps: int, folder: Path):
+def _render_round(session, folder: Path):
     """Render one round; write its contact sheet and the map. Returns (variants, sheet path, map path)."""
     from noise2art.engine.model import to_pil
     from noise2art.methods.feedback import save_map_png
     from noise2art.sheet import contact_sheet
 
-    with step_progress(steps, f"round {session.round}") as progress:
+    with step_progress(1, f"round {session.round}") as progress:  # one batched call per round
         variants = session.variants(callback=progress, pool_callback=_pool_progress())
     labels = ["current"] + [f"{i + 1} ({float(s):.2f})" for i, s in enumerate(variants.similarity)]
     sheet = contact_sheet(to_pil(variants.images), cols=len(labels), labels=labels)
@@ -180,10 +180,10 @@ def _parse_answer(line: str, n: int) -> tuple[str, int, float]:
     return "choose", choice - 1, strength
 
 
-def _interactive(session, steps: int, folder: Path) -> int:
+def _interactive(session, folder: Path) -> int:
     n = session.config.n_variants
     while True:
-        variants, sheet_path, map_path = _render_round(session, steps, folder)
+        variants, sheet_path, map_path = _render_round(session, folder)
         sims = " ".join(f"{float(s):.3f}" for s in variants.similarity)
         target = variants.target_similarity
         print(f"round {session.round}: {sheet_path}  (map: {map_path})")
@@ -304,7 +304,6 @@ def run_explore(args) -> int:
         session = FeedbackSession.start(model, args.prompt, 0 if args.seed is None else args.seed, config,
                                         negative=args.negative or "", path=folder)
         print(f"new session in {folder}", file=sys.stderr)
-    steps = session.config.steps if session.config.steps is not None else model.defaults.steps
     if args.auto_target is not None:
         return _auto_target(args, session, model, folder)
-    return _interactive(session, steps, folder)
+    return _interactive(session, folder)

@@ -99,7 +99,7 @@ def run_generate(args) -> int:
     precision = "model" if resolve_precision(model.device, model.dtype, args.precision) == model.dtype else "bf16"
     chunks = math.ceil(len(seeds) / batch)
 
-    with torch.no_grad(), step_progress(chunks * steps, "generate", enabled=True) as progress:
+    with torch.no_grad(), step_progress(chunks, "generate") as progress:
         latents = model.sample(embedding, seeds, steps=steps, guidance=guidance, scheduler=scheduler,
                                height=height, width=width, batch_size=batch, precision=precision,
                                callback=progress)

@@ -12,8 +12,6 @@ import uuid
 from pathlib import Path
 
 from noise2art.cli.common import (
-    save_image,
-    write_text,
     add_model_args,
     blend_embedding,
     emit_json,
@@ -22,7 +20,10 @@ from noise2art.cli.common import (
     load_embedding_file,
     parse_blend,
     resolve_prompt,
+    save_image,
     slug,
+    step_progress,
+    write_text,
 )
 from noise2art.errors import InvalidArgument
 
@@ -136,27 +137,6 @@ def _make_folder(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidArgument("out", f"cannot create '{out}' ({exc.strerror or exc})") from None
-
-
-
-
-def _progress(chunks: int, desc: str):
-    """A tqdm bar on stderr over denoising steps of `chunks` UNet batches, and the callback that advances it.
-
-    The steps per batch come from the sampler's first callback (some schedulers run more
-    UNet steps than asked, e.g. PNDM's warm-up), so the total is exact from then on.
-    """
-    from tqdm import tqdm
-
-    bar = tqdm(total=None, desc=desc, unit="step", file=sys.stderr, leave=False)
-
-    def callback(step, total, *_):
-        if bar.total is None:
-            bar.total = chunks * int(total)
-            bar.refresh()
-        bar.update(1)
-
-    return bar, callback
 
 
 def _chunks(frames: int, batch: int) -> int:
@@ -293,19 +273,15 @@ def run_interpolate(args) -> int:
         # An upper bound: refinement may stop early and reuse frames.
         per_round = config.batch_size or 8
         chunks += math.ceil(retime_config.refine / per_round) * math.ceil(per_round / batch) + chunks
-    bar, progress = _progress(chunks, "interpolate")
-    try:
-        with torch.no_grad():
-            alphas = path.plan()
-            result = path.result(alphas, path.render(alphas, callback=progress))
-            ratios = {}
-            if retime_config is not None:
-                timed = retime(model, keyframes, config, retime_config, initial=result, callback=progress)
-                result = timed.interpolation
-                ratios = {"ratio_before": timed.ratio_before, "ratio_after": timed.ratio_after,
-                          "refine_renders": timed.plan.refine_renders}
-    finally:
-        bar.close()
+    with torch.no_grad(), step_progress(chunks, "interpolate") as progress:
+        alphas = path.plan()
+        result = path.result(alphas, path.render(alphas, callback=progress))
+        ratios = {}
+        if retime_config is not None:
+            timed = retime(model, keyframes, config, retime_config, initial=result, callback=progress)
+            result = timed.interpolation
+            ratios = {"ratio_before": timed.ratio_before, "ratio_after": timed.ratio_after,
+                      "refine_renders": timed.plan.refine_renders}
 
     # 4. Write: media first, each to a temporary name; the manifest last.
     _make_folder(out)
@@ -390,14 +366,10 @@ def run_retrievability(args) -> int:
     steps, batch = _render_settings(model, config)
 
     # 3. Render and measure each path.
-    bar, progress = _progress(len(pairs) * _chunks(study.fine, batch), "retrievability")
     results = []
-    try:
-        with torch.no_grad():
-            for a, b in keyed:
-                results.append(retrievability(model, a, b, config, study, callback=progress))
-    finally:
-        bar.close()
+    with torch.no_grad(), step_progress(len(pairs) * _chunks(study.fine, batch), "retrievability") as progress:
+        for a, b in keyed:
+            results.append(retrievability(model, a, b, config, study, callback=progress))
 
     # 4. Write the CSV, the plots and the JSON record.
     _make_folder(out)

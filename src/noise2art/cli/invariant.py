@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, load_embedding_file,
-                                  percent_change, resolve_prompt, save_image, slug, write_text)
+                                  percent_change, resolve_prompt, run_interruptible, save_image, slug, step_progress,
+                                  write_text)
 from noise2art.errors import InvalidArgument
 
 
@@ -109,13 +110,10 @@ def evaluation_seeds(config, result, fresh: int) -> list[int]:
 
 
 def run_invariant(args) -> int:
-    from tqdm import tqdm
-
-    from noise2art.cli.common import step_progress
     from noise2art.engine.model import to_pil
     from noise2art.errors import Cancelled
     from noise2art.methods.invariant import (
-        CANCELLED, COMPLETED, check_stages, consistency, invariant, prepare_image, render_target, schedule_timesteps,
+        CANCELLED, COMPLETED, check_stages, consistency, invariant, prepare_image, render_target,
     )
     from noise2art.sheet import contact_sheet
 
@@ -136,17 +134,9 @@ def run_invariant(args) -> int:
 
     out = Path(args.out) if args.out else free_path(Path("out"), f"invariant_{slug(prompt)}", "")
 
-    bar = tqdm(total=config.iterations, desc="invariant", unit="it", file=sys.stderr, leave=False)
-
-    def progress(i, total, score, stage):
-        bar.set_postfix(stage=stage, score=f"{score:.1f}", refresh=False)
-        bar.update(1)
-
-    with InterruptFlag() as interrupted:
-        try:
-            result = invariant(model, embedding, config, callback=progress, cancel=interrupted)
-        finally:
-            bar.close()
+    result = run_interruptible(
+        lambda callback, cancel: invariant(model, embedding, config, callback=callback, cancel=cancel),
+        config.iterations, "invariant", lambda i, total, score, stage: {"stage": stage, "score": f"{score:.1f}"})
 
     # -- the optimised embedding and the run, written first ------------------------------
     out.mkdir(parents=True, exist_ok=True)  # only now: a run that fails on its arguments leaves no folder
@@ -166,11 +156,10 @@ def run_invariant(args) -> int:
         try:
             target = render_target(model, embedding, config)
             files["target"] = str(save_image(to_pil(target)[0], out / "target.png"))
-            calls = len(schedule_timesteps(model, config.steps, config.scheduler))
             guidance = config.guidance if config.guidance is not None else model.defaults.guidance
             size = model.native_size
             chunks = math.ceil(len(eval_seeds) / model.auto_batch_size(size, size, guidance))
-            with step_progress(2 * chunks * calls, "evaluate") as step:
+            with step_progress(2 * chunks, "evaluate") as step:
                 before = consistency(model, embedding, target, eval_seeds, callback=step, cancel=interrupted, **kwargs)
                 after = consistency(model, result.embedding, target, eval_seeds, callback=step, cancel=interrupted,
                                     **kwargs)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, percent_change,
-                                  resolve_prompt, save_image, slug, write_text)
+                                  resolve_prompt, run_interruptible, save_image, slug, write_text)
 from noise2art.errors import Cancelled, InvalidArgument
 
 
@@ -103,7 +103,6 @@ def unseen_seeds(used: list[int], count: int) -> list[int]:
 
 def run_optimize(args) -> int:
     import torch
-    from tqdm import tqdm
 
     from noise2art import __version__
     from noise2art.engine.model import to_pil
@@ -132,17 +131,10 @@ def run_optimize(args) -> int:
     out = Path(args.out) if args.out else free_path(Path("out"), f"optimize_{slug(embedding.prompts[0])}", "")
     out.mkdir(parents=True, exist_ok=True)
 
-    bar = tqdm(total=config.iterations, desc=f"optimize {metric.name}", unit="it", file=sys.stderr, leave=False)
-
-    def progress(i, total, score, best):
-        bar.set_postfix(score=f"{score:.5g}", best=f"{best:.5g}", refresh=False)
-        bar.update(1)
-
-    with InterruptFlag() as interrupted:
-        try:
-            result = optimize(model, embedding, config, callback=progress, cancel=interrupted)
-        finally:
-            bar.close()
+    result = run_interruptible(
+        lambda callback, cancel: optimize(model, embedding, config, callback=callback, cancel=cancel),
+        config.iterations, f"optimize {metric.name}",
+        lambda i, total, score, best: {"score": f"{score:.5g}", "best": f"{best:.5g}"})
 
     # -- write the results ---------------------------------------------------------------
     paths: dict[str, str] = {}
