@@ -13,17 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noise2art.world.training.common import RunLog, open_run, run_steps, training_device
-from noise2art.world.training.data import prepare_data
+from noise2art.world.training.common import RunLog, StageConfig, open_run, run_steps, training_device
 
 
 @dataclass
-class AutoencoderConfig:
+class AutoencoderConfig(StageConfig):
     run_dir: str = "runs/autoencoder"
-    data_dir: str = "runs/data"
-    n_images: int = 30000
-    size: int = 64
-    data_seed: int = 0
     channels: tuple = (32, 32, 64)  # 3 blocks: 4 pixels per latent cell
     norm_groups: int = 16
     # Self-attention in the 16x16 mid block doubled the step time on CPU for no visible
@@ -42,8 +37,6 @@ class AutoencoderConfig:
     lr: float = 1e-3
     edge_weight: float = 1.0
     kl_weight: float = 1e-6
-    checkpoint_every: int = 250
-    seed: int = 0
 
 
 def build_autoencoder(cfg: AutoencoderConfig):
@@ -81,7 +74,7 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, edge_weight: float
 def train(cfg: AutoencoderConfig, progress: bool = True):
     device = training_device()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    data = cfg.load_data()
     vae = build_autoencoder(cfg).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     modules = {"vae": vae}

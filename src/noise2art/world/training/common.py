@@ -75,6 +75,30 @@ class RunLog:
 
 
 @dataclass
+class StageConfig:
+    """What every training stage has: its run folder, the rendered data it reads, and the
+    optimisation's length, batch, rate, checkpoint interval and seed. A stage's config
+    subclasses this, setting its own defaults and adding its own fields."""
+
+    run_dir: str = "runs/stage"
+    data_dir: str = "runs/data"
+    n_images: int = 30000
+    size: int = 64
+    data_seed: int = 0
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    checkpoint_every: int = 250
+    seed: int = 0
+
+    def load_data(self):
+        """The stage's training set (`WorldData`), rendered on first use into `data_dir`."""
+        from noise2art.world.training.data import prepare_data
+
+        return prepare_data(self.data_dir, self.n_images, self.size, self.data_seed)
+
+
+@dataclass
 class RunState:
     step: int
     run_dir: Path

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from noise2art.world.attributes import FAMILIES, is_defined
 from noise2art.world.nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip, WorldClipConfig,
                                   mean_pool)
-from noise2art.world.training.common import RunLog, open_run, run_steps, training_device
+from noise2art.world.training.common import RunLog, StageConfig, open_run, run_steps, training_device
 from noise2art.world.training.data import prepare_data
 
 
@@ -28,17 +28,11 @@ def _images01(data, idx, device) -> torch.Tensor:
 
 
 @dataclass
-class ClipConfig:
+class ClipConfig(StageConfig):
     run_dir: str = "runs/clip"
-    data_dir: str = "runs/data"
-    n_images: int = 30000
-    size: int = 64
-    data_seed: int = 0
     steps: int = 2500
     batch_size: int = 128
     lr: float = 1e-3
-    checkpoint_every: int = 250
-    seed: int = 0
     model: WorldClipConfig = field(default_factory=WorldClipConfig)
     # The UNet stage's cache of caption states (same captions, same order): pooling them
     # saves encoding every caption a second time.
@@ -76,7 +70,7 @@ def train_clip(cfg: ClipConfig, progress: bool = True) -> WorldClip:
 
     device = training_device()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    data = cfg.load_data()
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = run_dir / "pooled.safetensors"
@@ -117,18 +111,13 @@ def train_clip(cfg: ClipConfig, progress: bool = True) -> WorldClip:
 
 
 @dataclass
-class AestheticConfig:
+class AestheticConfig(StageConfig):
     run_dir: str = "runs/aesthetic"
     clip_run: str = "runs/clip"
-    data_dir: str = "runs/data"
-    n_images: int = 30000
-    size: int = 64
-    data_seed: int = 0
     steps: int = 3000
     batch_size: int = 256
     lr: float = 1e-3
     checkpoint_every: int = 500
-    seed: int = 0
 
 
 def train_aesthetic(cfg: AestheticConfig, clip: WorldClip, progress: bool = True) -> AestheticHead:
@@ -136,7 +125,7 @@ def train_aesthetic(cfg: AestheticConfig, clip: WorldClip, progress: bool = True
 
     device = training_device()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    data = cfg.load_data()
     scores = torch.tensor([rubric_score(im, a) for im, a in zip(data.images, data.attributes)], dtype=torch.float32)
     with torch.no_grad():
         emb = torch.cat([clip.encode_image(_images01(data, np.arange(s, min(s + 500, len(data))), device)).cpu()
@@ -166,19 +155,13 @@ def train_aesthetic(cfg: AestheticConfig, clip: WorldClip, progress: bool = True
 
 
 @dataclass
-class AttributesConfig:
+class AttributesConfig(StageConfig):
     run_dir: str = "runs/attributes"
-    data_dir: str = "runs/data"
-    n_images: int = 30000
-    size: int = 64
-    data_seed: int = 0
     val_images: int = 2000
     val_seed: int = 1
     steps: int = 3000
     batch_size: int = 128
     lr: float = 2e-3
-    checkpoint_every: int = 250
-    seed: int = 0
 
 
 def attribute_labels(attributes: list[dict]) -> dict[str, torch.Tensor]:
@@ -193,7 +176,7 @@ def train_attributes(cfg: AttributesConfig, progress: bool = True) -> tuple[Attr
     """Train the classifiers; returns them and their held-out accuracy per family."""
     device = training_device()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    data = cfg.load_data()
     val = prepare_data(cfg.data_dir, cfg.val_images, cfg.size, cfg.val_seed)
     labels, val_labels = attribute_labels(data.attributes), attribute_labels(val.attributes)
     model = AttributeClassifier(ClassifierConfig(families={f: list(v) for f, v in FAMILIES.items()})).to(device)

@@ -45,30 +45,28 @@ class Plan:
         r = Path(self.root)
         return {k: str(r / k) for k in ("data", "autoencoder", "unet", "clip", "aesthetic", "attributes")}
 
-    def autoencoder(self) -> AutoencoderConfig:
+    def _shared(self, stage: str) -> dict:
+        """The fields every stage's config takes from the plan: its run folder and the data."""
         d = self.dirs()
-        return AutoencoderConfig(run_dir=d["autoencoder"], data_dir=d["data"], n_images=self.n_images, size=self.size,
-                                 steps=self.autoencoder_steps, batch_size=self.autoencoder_batch)
+        return {"run_dir": d[stage], "data_dir": d["data"], "n_images": self.n_images, "size": self.size}
+
+    def autoencoder(self) -> AutoencoderConfig:
+        return AutoencoderConfig(**self._shared("autoencoder"), steps=self.autoencoder_steps,
+                                 batch_size=self.autoencoder_batch)
 
     def unet(self) -> UNetConfig:
-        d = self.dirs()
-        return UNetConfig(run_dir=d["unet"], autoencoder_run=d["autoencoder"], data_dir=d["data"],
-                          n_images=self.n_images, size=self.size, steps=self.unet_steps, batch_size=self.unet_batch)
+        return UNetConfig(**self._shared("unet"), autoencoder_run=self.dirs()["autoencoder"], steps=self.unet_steps,
+                          batch_size=self.unet_batch)
 
     def clip(self) -> ClipConfig:
-        d = self.dirs()
-        return ClipConfig(run_dir=d["clip"], data_dir=d["data"], n_images=self.n_images, size=self.size,
-                          steps=self.clip_steps, text_states=str(Path(d["unet"]) / "text.safetensors"))
+        return ClipConfig(**self._shared("clip"), steps=self.clip_steps,
+                          text_states=str(Path(self.dirs()["unet"]) / "text.safetensors"))
 
     def aesthetic(self) -> AestheticConfig:
-        d = self.dirs()
-        return AestheticConfig(run_dir=d["aesthetic"], clip_run=d["clip"], data_dir=d["data"],
-                               n_images=self.n_images, size=self.size, steps=self.aesthetic_steps)
+        return AestheticConfig(**self._shared("aesthetic"), clip_run=self.dirs()["clip"], steps=self.aesthetic_steps)
 
     def attributes(self) -> AttributesConfig:
-        d = self.dirs()
-        return AttributesConfig(run_dir=d["attributes"], data_dir=d["data"], n_images=self.n_images, size=self.size,
-                                steps=self.attribute_steps)
+        return AttributesConfig(**self._shared("attributes"), steps=self.attribute_steps)
 
 
 def _timed(fn, *args, **kwargs):

