@@ -123,13 +123,11 @@ def _parse_focus(text: str | None) -> dict:
         return {}
     focus = {}
     for item in text.split(","):
-        family, sep, weight = item.strip().partition("=")
+        family, _, weight = item.strip().partition("=")
         try:
-            focus[family] = float(weight) if sep else None
-        except ValueError:
-            focus[family] = None
-        if focus[family] is None:
-            raise InvalidArgument("focus", f"expected FAMILY=WEIGHT with a number for WEIGHT, got {item!r}")
+            focus[family] = float(weight)
+        except ValueError:  # also a missing "=", which leaves WEIGHT empty
+            raise InvalidArgument("focus", f"expected FAMILY=WEIGHT with a number for WEIGHT, got {item!r}") from None
     return check_focus(focus)
 
 
