@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     base = config()
     kwargs = base.sample_kwargs()
     steps = base.steps or model.defaults.steps
-    scheduler = base.scheduler or model.default_scheduler
+    scheduler = model.resolve(scheduler=base.scheduler).scheduler_label
 
     # One pool for every session: it depends on the session seed only, not on the prompt.
     t0 = time.perf_counter()

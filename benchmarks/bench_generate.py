@@ -42,7 +42,7 @@ def pipeline_for(model):
 
     pipe = StableDiffusionPipeline(
         vae=model.vae, text_encoder=None, tokenizer=None, unet=model.unet,
-        scheduler=make_scheduler(model.default_scheduler, model.scheduler_config),
+        scheduler=make_scheduler(model.resolve().scheduler, model.scheduler_config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -126,7 +126,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, threads {torch.get_num_threads()}")
     print(f"command: python benchmarks/bench_generate.py {' '.join(sys.argv[1:])}")
-    print(f"model: {model.model_id}, {size} px, {args.steps} steps, guidance {g}, scheduler {model.default_scheduler}\n")
+    print(f"model: {model.model_id}, {size} px, {args.steps} steps, guidance {g}, scheduler {model.resolve().scheduler_label}\n")
     print("| measurement | value | target |")
     print("|---|---|---|")
     print(f"| ours, 1 image (s) | {t_ours:.3f} | |")

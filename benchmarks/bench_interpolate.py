@@ -144,7 +144,7 @@ def main() -> None:
           f"{torch.__version__}, threads {torch.get_num_threads()}")
     print(f"command: python benchmarks/bench_interpolate.py {' '.join(sys.argv[1:])}")
     print(f"model: {model.model_id}, {model.native_size} px, {args.steps} steps, guidance {model.defaults.guidance}, "
-          f"scheduler {model.default_scheduler}, seed {args.seed}, image distance: {feature_kind(model)}\n")
+          f"scheduler {model.resolve().scheduler_label}, seed {args.seed}, image distance: {feature_kind(model)}\n")
     print("| measurement | value | target |")
     print("|---|---|---|")
     for name, value, target in rows:

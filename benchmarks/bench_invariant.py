@@ -208,7 +208,7 @@ def main(argv=None) -> int:
 
     # -- the report --
     steps = args.steps if args.steps is not None else model.defaults.steps
-    scheduler = args.scheduler or model.default_scheduler
+    scheduler = model.resolve(scheduler=args.scheduler).scheduler_label
     guidance = args.guidance if args.guidance is not None else model.defaults.guidance
     print(f"## bench_invariant — {datetime.date.today().isoformat()}\n")
     print(f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "

@@ -99,7 +99,7 @@ def main() -> None:
           f"threads {torch.get_num_threads()}")
     print(f"command: python benchmarks/bench_world.py {' '.join(sys.argv[1:])}")
     print(f"model: {model.model_id}, {model.native_size} px, {args.steps} steps, guidance {model.defaults.guidance}, "
-          f"scheduler {model.default_scheduler}\n")
+          f"scheduler {model.resolve().scheduler_label}\n")
     print("| measurement | value | target |")
     print("|---|---|---|")
     print(f"| classifier accuracy, worst family | {min(acc.values()):.3f} ({min(acc, key=acc.get)}) | >= 0.95 |")

@@ -17,12 +17,23 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 
 from noise2art.errors import InvalidArgument
+from noise2art.files import atomic_write
 
 # Our scheduler names -> the sampler names of the infotext format.
 SAMPLER_NAMES = {
     "ddim": "DDIM", "ddpm": "DDPM", "euler": "Euler", "euler-a": "Euler a", "heun": "Heun",
     "dpm++2m": "DPM++ 2M", "dpm++2m-karras": "DPM++ 2M Karras", "lms": "LMS", "pndm": "PLMS", "unipc": "UniPC",
 }
+
+
+def _sampler_of_class(class_name: str) -> str:
+    """The infotext sampler name of a diffusers scheduler class (the folder's own scheduler)."""
+    from noise2art.engine.schedulers import SCHEDULERS
+
+    for name, spec in SCHEDULERS.items():
+        if spec.class_name == class_name:
+            return SAMPLER_NAMES[name]
+    return class_name
 
 
 @dataclass
@@ -47,12 +58,27 @@ class GenerationParams:
     # The denoiser's precision: "model" (the model's dtype as loaded, and every image
     # written before this field existed) or "bf16" (`Model.sample`'s precision).
     precision: str = "model"
+    # The diffusers class that ran; with scheduler "default" (the model folder's own
+    # scheduler config) it is the only name the sampler has.
+    scheduler_class: str = ""
+    # Set when `generate --from` changed some stored settings: "IMAGE.png (steps, seed)".
+    derived_from: str = ""
+
+    @classmethod
+    def from_settings(cls, settings, *, prompt: str, negative: str, seed: int, model: str, version: str,
+                      embedding_hash: str, embedding_file: str = "", batch_seeds=(), derived_from: str = ""):
+        """The record of one image sampled with `settings` (an `engine.settings.SampleSettings`)."""
+        return cls(prompt=prompt, negative=negative, seed=seed, steps=settings.steps, guidance=settings.guidance,
+                   scheduler=settings.scheduler_label, width=settings.width, height=settings.height, model=model,
+                   version=version, embedding_hash=embedding_hash, embedding_file=embedding_file,
+                   batch_seeds=list(batch_seeds), precision=settings.precision,
+                   scheduler_class=settings.scheduler_class, derived_from=derived_from)
 
     def infotext(self) -> str:
         lines = [self.prompt]
         if self.negative:
             lines.append(f"Negative prompt: {self.negative}")
-        sampler = SAMPLER_NAMES.get(self.scheduler, self.scheduler)
+        sampler = SAMPLER_NAMES.get(self.scheduler) or _sampler_of_class(self.scheduler_class) or self.scheduler
         lines.append(
             f"Steps: {self.steps}, Sampler: {sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
             f"Size: {self.width}x{self.height}, Model: {self.model}, Embedding hash: {self.embedding_hash}, "
@@ -69,10 +95,7 @@ def save_png(image: Image.Image, params: GenerationParams, path: str | os.PathLi
         info.add_itxt(key, str(value))
     info.add_itxt("noise2art", json.dumps(asdict(params)))
     info.add_itxt("parameters", params.infotext())
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def read_params(path: str | os.PathLike) -> GenerationParams | dict:

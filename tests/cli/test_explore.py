@@ -157,3 +157,14 @@ def test_resume_with_another_model_names_both(tiny_sd_path, tiny_sd_v_path, tmp_
     assert run(capsys, "explore", "a red ball", "--model", str(tiny_sd_path), "--session", str(folder), *FAST)[0] == 0
     code, _, err = run(capsys, "explore", "--model", str(tiny_sd_v_path), "--session", str(folder))
     assert code == 2 and str(tiny_sd_path) in err and str(tiny_sd_v_path) in err
+
+
+def test_session_folder_that_cannot_be_created_is_one_line(tmp_path, capsys):
+    from noise2art.cli.main import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["explore", "a cat", "--session", str(blocker / "session")])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "session" in err and "cannot create" in err

@@ -136,3 +136,73 @@ def test_image_written_before_precision_was_recorded_reads_as_model(tmp_path):
         "height": 32, "model": "m", "version": "0.1.0", "embedding_hash": "abc", "batch_seeds": [1]}))
     Image.new("RGB", (32, 32)).save(tmp_path / "old.png", pnginfo=info)
     assert read_params(tmp_path / "old.png").precision == "model"
+
+
+def _folder_with_scheduler(tiny_sd_path, tmp_path, config: dict):
+    """A copy of the tiny pipeline whose scheduler config is `config` (other files linked)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_sd_path, folder)
+    path = folder / "scheduler" / "scheduler_config.json"
+    base = json.loads(path.read_text())
+    base.update(config)
+    path.write_text(json.dumps(base))
+    return folder
+
+
+def _pixels(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def test_folder_scheduler_options_are_kept_without_scheduler_flag(tiny_sd_path, tmp_path, capsys):
+    """A folder configured with DPM-Solver++ and Karras sigmas: the CLI without --scheduler runs
+    the folder's own config, the same pixels as `load_model(...).generate(...)`."""
+    import noise2art
+
+    folder = _folder_with_scheduler(tiny_sd_path, tmp_path, {
+        "_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "dpmsolver++", "solver_order": 2,
+        "use_karras_sigmas": True})
+    code, out, _ = run(capsys, "generate", "a red ball", "--model", str(folder), "--seed", "4", "--steps", "5",
+                       "--precision", "model", "--out", str(tmp_path / "o"), "--json")
+    assert code == 0
+    record = json.loads(out)["images"][0]
+    assert record["scheduler"] == "default" and record["scheduler_class"] == "DPMSolverMultistepScheduler"
+    api = noise2art.load_model(folder, device="cpu").generate("a red ball", [4], steps=5)[0]
+    assert np.array_equal(_pixels(record["path"]), np.asarray(api))
+    # Karras sigmas matter on this model: the table's plain dpm++2m gives other pixels.
+    plain = noise2art.load_model(folder, device="cpu").generate("a red ball", [4], steps=5, scheduler="dpm++2m")[0]
+    assert np.abs(np.asarray(plain).astype(int) - np.asarray(api).astype(int)).max() > 1
+
+
+def test_from_reproduces_an_image_of_a_scheduler_the_table_does_not_know(tiny_sd_path, tmp_path, capsys):
+    folder = _folder_with_scheduler(tiny_sd_path, tmp_path, {"_class_name": "KDPM2DiscreteScheduler"})
+    code, out, _ = run(capsys, "generate", "a cat", "--model", str(folder), "--seed", "2", "--steps", "4",
+                       "--out", str(tmp_path / "a"), "--json")
+    assert code == 0
+    first = json.loads(out)["images"][0]
+    assert first["scheduler"] == "default" and first["scheduler_class"] == "KDPM2DiscreteScheduler"
+    code, out, _ = run(capsys, "generate", "--from", first["path"], "--out", str(tmp_path / "b"), "--json")
+    assert code == 0
+    again = json.loads(out)["images"][0]
+    assert np.array_equal(_pixels(first["path"]), _pixels(again["path"]))
+    assert again["derived_from"] == ""
+
+
+def test_flags_beside_from_override_and_are_recorded(tiny_sd_path, tmp_path, capsys):
+    code, out, _ = run(capsys, "generate", "a cat", "--model", str(tiny_sd_path), "--seed", "2", "--steps", "4",
+                       "--out", str(tmp_path / "a"), "--json")
+    first = json.loads(out)["images"][0]
+    code, out, err = run(capsys, "generate", "--from", first["path"], "--steps", "6", "--seed", "9",
+                         "--out", str(tmp_path / "b"), "--json")
+    assert code == 0
+    again = json.loads(out)["images"]
+    assert [r["seed"] for r in again] == [9] and again[0]["steps"] == 6
+    assert again[0]["derived_from"].endswith("(seed, steps)") and "override" in err
+    assert again[0]["prompt"] == "a cat" and again[0]["model"] == first["model"]
+
+
+def test_seed_range_over_the_limit_names_the_limit(capsys):
+    code, _, err = run(capsys, "generate", "a cat", "--seeds", "0..100000")
+    assert code == 2 and "at most 10000 seeds" in err and len(err.strip().splitlines()) == 1

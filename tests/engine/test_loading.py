@@ -12,7 +12,7 @@ from noise2art.engine import registry
 def test_loads_diffusers_folder(tiny_sd_path):
     model = noise2art.load_model(tiny_sd_path, device="cpu")
     assert model.embedding_shape == (77, 32)
-    assert model.default_scheduler == "pndm"
+    assert model.scheduler_class == "PNDMScheduler" and model.resolve().scheduler is None  # the folder's own config
     assert model.dtype.is_floating_point and str(model.device) == "cpu"
 
 

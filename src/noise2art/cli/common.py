@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import sys
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,6 +24,55 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="diffusers folder or hub id describing a single-file checkpoint")
     parser.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, mps")
     parser.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, else fp32)")
+
+
+# Sampling flags every command that renders shares. A default of None is "the model's own";
+# `sampling_overrides` turns the parsed flags into the engine's `SamplingOverrides`.
+SAMPLING_FLAGS = ("steps", "guidance", "scheduler", "size", "batch_size", "precision")
+
+
+def add_sampling_args(parser: argparse.ArgumentParser, *, steps_help: str = "the model's",
+                      scheduler_help: str = "the model folder's own", guidance_help: str = "the model's",
+                      size: bool = True, batch: str = "images") -> None:
+    """Declare `--steps --guidance --scheduler [--size] --batch-size --precision` on `parser`.
+
+    The `*_help` texts name each default in the help ("the model's" unless a method
+    has its own); `size=False` leaves `--size` out for commands whose size comes from
+    elsewhere.
+    """
+    parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: {steps_help})")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"classifier-free guidance scale (default: {guidance_help})")
+    parser.add_argument("--scheduler", default=None,
+                        help=f"ddim, ddpm, euler, euler-a, heun, dpm++2m, dpm++2m-karras, lms, pndm, unipc "
+                        f"(default: {scheduler_help})")
+    if size:
+        parser.add_argument("--size", default=None, help="WxH in pixels (default: the model's native size)")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"{batch} per UNet batch (default: fits memory)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
+                        help="the denoiser's precision where no gradients flow: auto (default: bf16 for an fp32 "
+                        "model on a CPU with native bf16, else the model's dtype), model, bf16; "
+                        "benchmarks/RESULTS.md has the speed and pixel differences")
+
+
+def sampling_overrides(args, **fixed):
+    """The parsed sampling flags -> `SamplingOverrides`, checked before any model loads.
+
+    `fixed` sets fields the command decides itself (they win over the flags).
+    """
+    from noise2art.engine import validation as V
+    from noise2art.engine.settings import SamplingOverrides
+
+    height = width = None
+    if getattr(args, "size", None):
+        height, width = V.parse_size(args.size)
+    given = dict(steps=getattr(args, "steps", None), guidance=getattr(args, "guidance", None),
+                 scheduler=getattr(args, "scheduler", None), height=height, width=width,
+                 batch_size=getattr(args, "batch_size", None), precision=getattr(args, "precision", None) or "auto")
+    given.update(fixed)
+    if given["batch_size"] is not None and given["batch_size"] < 1:
+        raise InvalidArgument("batch-size", f"must be >= 1, got {given['batch_size']}")
+    return SamplingOverrides(**given).check()
 
 
 def load(args):
@@ -125,7 +173,7 @@ def blend_embedding(model, pairs: list[tuple[str, float]], negative: str | None 
     for prompt, _ in pairs:
         if prompt.startswith("@"):
             # The model names both sides when the file comes from another model or shape.
-            parts.append(model._as_embedding(load_embedding_file(prompt, "blend")))
+            parts.append(model.as_embedding(load_embedding_file(prompt, "blend")))
         else:
             parts.append(model.encode([prompt], negative))
     first = parts[0]
@@ -145,13 +193,13 @@ def emit_json(obj) -> None:
 
 
 @contextmanager
-def step_progress(chunks: int, desc: str, enabled: bool = True):
-    """A tqdm bar on stderr over the denoising steps of `chunks` sampler batches; yields the
-    callback `(step, total, latents)` that advances it.
+def step_progress(desc: str, calls: int = 1, enabled: bool = True):
+    """A tqdm bar on stderr over the denoising steps of `calls` `Model.sample` calls; yields
+    the callback `(step, total, latents)` that advances it.
 
-    The steps per batch come from the sampler's first callback: a scheduler may run more
-    UNet steps than asked (PNDM's warm-up, Heun's two calls a step), so the total is exact
-    from then on.
+    `Model.sample` counts its steps over all its chunks; the total comes from the first
+    callback, since a scheduler may run more UNet steps than asked (PNDM's warm-up,
+    Heun's two calls a step).
     """
     from tqdm import tqdm
 
@@ -159,7 +207,7 @@ def step_progress(chunks: int, desc: str, enabled: bool = True):
 
     def callback(step, total, *_):
         if bar.total is None:
-            bar.total = chunks * int(total)
+            bar.total = calls * int(total)
             bar.refresh()
         bar.update(1)
 
@@ -185,26 +233,18 @@ def free_path(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
-def _atomic(path: Path, write) -> Path:
-    """Run `write(tmp_path)`, then rename the temporary file into place: no half-written result."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def write_text(path: Path, text: str) -> Path:
     """Write a text file under a temporary name, then rename it into place."""
-    return _atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    from noise2art.files import write_text as atomic_text
+
+    return atomic_text(path, text)
 
 
 def save_image(image, path: Path) -> Path:
     """Save a PIL image as PNG under a temporary name, then rename it into place."""
-    return _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
+    from noise2art.files import atomic_write
+
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def percent_change(before: float, after: float) -> str:

@@ -139,7 +139,7 @@ def _render_round(session, folder: Path):
     from noise2art.methods.feedback import save_map_png
     from noise2art.sheet import contact_sheet
 
-    with step_progress(1, f"round {session.round}") as progress:  # one batched call per round
+    with step_progress(f"round {session.round}") as progress:  # one batched call per round
         variants = session.variants(callback=progress, pool_callback=_pool_progress())
     labels = ["current"] + [f"{i + 1} ({float(s):.2f})" for i, s in enumerate(variants.similarity)]
     sheet = contact_sheet(to_pil(variants.images), cols=len(labels), labels=labels)
@@ -294,6 +294,12 @@ def run_explore(args) -> int:
             raise InvalidArgument("prompt", "give a start prompt (or --session DIR to resume a session)")
         if folder is None:
             folder = free_path(Path(args.out), f"explore_{slug(args.prompt)}", "")
+        # Made now, so a folder that cannot be written fails in one line before the model loads.
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidArgument("session" if args.session else "out",
+                                  f"cannot create '{folder}': {exc.strerror or exc}") from None
 
     model = load(args)
     if resume:

@@ -139,19 +139,17 @@ def _make_folder(out: Path) -> None:
         raise InvalidArgument("out", f"cannot create '{out}' ({exc.strerror or exc})") from None
 
 
-def _chunks(frames: int, batch: int) -> int:
+def _builds(frames: int) -> int:
+    """`Model.sample` rounds a render of `frames` frames takes (one per build of frames)."""
     from noise2art.methods.interpolate import FRAMES_PER_BUILD
 
-    full, rest = divmod(frames, FRAMES_PER_BUILD)
-    return full * math.ceil(FRAMES_PER_BUILD / batch) + math.ceil(rest / batch)
+    return math.ceil(frames / FRAMES_PER_BUILD)
 
 
-def _render_settings(model, config) -> tuple[int, int]:
-    """(steps, batch) the renders will use."""
-    height, width = model._resolve_size(config.height, config.width)
-    guidance = model.defaults.guidance if config.guidance is None else config.guidance
-    steps = config.steps if config.steps is not None else model.defaults.steps
-    return steps, config.batch_size or model.auto_batch_size(height, width, guidance)
+def _render_settings(model, config):
+    """The `SampleSettings` the renders will use."""
+    return model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
+                         height=config.height, width=config.width, batch_size=config.batch_size)
 
 
 # --------------------------------------------------------------------------- register
@@ -223,7 +221,7 @@ def run_embed(args) -> int:
         emb = blend_embedding(model, pairs, args.negative)
     else:
         emb = resolve_prompt(model, args.prompt, args.negative)[0]
-        emb = model._as_embedding(emb)
+        emb = model.as_embedding(emb)
     path = emb.save(output)
     record = {"path": str(path), "model": emb.model_id, "prompt": emb.prompts[0], "negative": emb.negative[0],
               "shape": list(emb.shape), "hash": emb.hash()}
@@ -265,15 +263,15 @@ def run_interpolate(args) -> int:
     model = load(args)
     keyframes = _keyframes(model, args.prompts, files, args.negative)
     path = InterpolationPath(model, keyframes, config)
-    steps, batch = _render_settings(model, config)
+    settings = _render_settings(model, config)
 
     # 3. Render.
-    chunks = _chunks(config.frames, batch)
+    calls = _builds(config.frames)
     if retime_config is not None:
         # An upper bound: refinement may stop early and reuse frames.
         per_round = config.batch_size or 8
-        chunks += math.ceil(retime_config.refine / per_round) * math.ceil(per_round / batch) + chunks
-    with torch.no_grad(), step_progress(chunks, "interpolate") as progress:
+        calls += math.ceil(retime_config.refine / per_round) + calls
+    with torch.no_grad(), step_progress("interpolate", calls) as progress:
         alphas = path.plan()
         result = path.result(alphas, path.render(alphas, callback=progress))
         ratios = {}
@@ -312,8 +310,8 @@ def run_interpolate(args) -> int:
         "keyframes": [{"prompt": k.prompts[0], "negative": k.negative[0], "source": p if p.startswith("@") else "",
                        "embedding_hash": k.hash()} for k, p in zip(path.keyframes, args.prompts)],
         "method": config.method, "range": list(config.range), "seed": config.seed, "seed_to": config.seed_to,
-        "steps": steps, "guidance": model.defaults.guidance if config.guidance is None else config.guidance,
-        "scheduler": config.scheduler or model.default_scheduler or "default",
+        "steps": settings.steps, "guidance": settings.guidance, "scheduler": settings.scheduler_label,
+        "scheduler_class": settings.scheduler_class,
         "width": path.width, "height": path.height, "fps": fps, "constant_speed": bool(args.constant_speed),
         **ratios, "files": files_out, "frames": records,
     }
@@ -363,11 +361,10 @@ def run_retrievability(args) -> int:
 
     for a, b in keyed:
         InterpolationPath(model, [a, b], config)
-    steps, batch = _render_settings(model, config)
-
+    steps = _render_settings(model, config).steps
     # 3. Render and measure each path.
     results = []
-    with torch.no_grad(), step_progress(len(pairs) * _chunks(study.fine, batch), "retrievability") as progress:
+    with torch.no_grad(), step_progress("retrievability", len(pairs) * _builds(study.fine)) as progress:
         for a, b in keyed:
             results.append(retrievability(model, a, b, config, study, callback=progress))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -156,10 +155,7 @@ def run_invariant(args) -> int:
         try:
             target = render_target(model, embedding, config)
             files["target"] = str(save_image(to_pil(target)[0], out / "target.png"))
-            guidance = config.guidance if config.guidance is not None else model.defaults.guidance
-            size = model.native_size
-            chunks = math.ceil(len(eval_seeds) / model.auto_batch_size(size, size, guidance))
-            with step_progress(2 * chunks, "evaluate") as step:
+            with step_progress("evaluate", 2) as step:  # one sampling call before, one after
                 before = consistency(model, embedding, target, eval_seeds, callback=step, cancel=interrupted, **kwargs)
                 after = consistency(model, result.embedding, target, eval_seeds, callback=step, cancel=interrupted,
                                     **kwargs)
@@ -171,6 +167,7 @@ def run_invariant(args) -> int:
             files[name] = str(save_image(contact_sheet(to_pil(report.images), labels=labels), out / f"{name}.png"))
 
     cancelled = result.stop_reason == CANCELLED or after is None
+    ran = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler)
     summary = {
         "prompt": prompt,
         "target_seed": config.target_seed,
@@ -198,9 +195,7 @@ def run_invariant(args) -> int:
         "target_attributes": before.target_attributes if before else None,
         "before": before.as_dict() if before else None,
         "after": after.as_dict() if after else None,
-        "config": {"steps": config.steps if config.steps is not None else model.defaults.steps,
-                   "scheduler": config.scheduler or model.default_scheduler,
-                   "guidance": config.guidance if config.guidance is not None else model.defaults.guidance,
+        "config": {"steps": ran.steps, "scheduler": ran.scheduler_label, "guidance": ran.guidance,
                    "seeds_per_step": config.seeds_per_step, "stage_iterations": config.stage_iterations,
                    "max_stage": config.max_stage, "anneal": list(config.anneal), "lr": config.lr, "seed": config.seed},
         "out": str(out),

@@ -123,10 +123,10 @@ def run_optimize(args) -> int:
     metric = get_metric(config.metric, context=model)  # MetricUnavailable says what to load
     config.metric = metric
     embedding, embedding_file = resolve_prompt(model, args.prompt, args.negative)
-    steps = config.steps if config.steps is not None else model.defaults.steps
-    guidance = config.guidance if config.guidance is not None else model.defaults.guidance
-    scheduler = config.scheduler or model.default_scheduler
-    height, width = model._resolve_size(None, None)
+    # The optimiser renders with the model's own UNet (gradients flow), so images record precision "model".
+    settings = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
+                             batch_size=config.batch_size, precision="model")
+    steps, guidance, scheduler = settings.steps, settings.guidance, settings.scheduler_label
 
     out = Path(args.out) if args.out else free_path(Path("out"), f"optimize_{slug(embedding.prompts[0])}", "")
     out.mkdir(parents=True, exist_ok=True)
@@ -168,12 +168,12 @@ def run_optimize(args) -> int:
     paths["best"] = str(best_path)
     if result.initial_images is not None:
         paths["before"] = str(_save_result_image(sheet(result.initial_images), out / "before.png", result.seeds,
-                                                 embedding, embedding_file, steps, guidance, scheduler, width, height,
+                                                 embedding, embedding_file, settings,
                                                  model.model_id, __version__))
     if result.best_images is not None:
         paths["after"] = str(_save_result_image(sheet(result.best_images), out / "after.png", result.seeds,
-                                                result.embedding, str(best_path), steps, guidance, scheduler, width,
-                                                height, model.model_id, __version__))
+                                                result.embedding, str(best_path), settings, model.model_id,
+                                                __version__))
 
     evaluation = None
     cancelled = result.stop_reason == CANCELLED
@@ -183,7 +183,7 @@ def run_optimize(args) -> int:
                           eval_best_std=None)
     if args.eval_seeds and not cancelled:
         eval_seeds = unseen_seeds(result.seeds, args.eval_seeds)
-        kwargs = dict(steps=steps, guidance=guidance, scheduler=scheduler, batch_size=config.batch_size)
+        kwargs = dict(steps=steps, guidance=guidance, scheduler=settings.scheduler, batch_size=config.batch_size)
         try:
             with InterruptFlag() as interrupted:
                 init_mean, init_std, init_scores = evaluate_on_seeds(model, result.initial_embedding, metric,
@@ -242,16 +242,15 @@ def run_optimize(args) -> int:
 
 
 
-def _save_result_image(image, path, seeds, embedding, embedding_file, steps, guidance, scheduler, width, height,
+def _save_result_image(image, path, seeds, embedding, embedding_file, settings,
                        model_id, version) -> Path:
     """A single-seed image carries its generation parameters (so `generate --from` remakes it)."""
     if len(seeds) != 1:
         return save_image(image, path)
     from noise2art.pngmeta import GenerationParams, save_png
 
-    params = GenerationParams(
-        prompt=embedding.prompts[0], negative=embedding.negative[0], seed=seeds[0], steps=steps, guidance=guidance,
-        scheduler=scheduler or "default", width=width, height=height, model=model_id, version=version,
-        embedding_hash=embedding.hash(), embedding_file=embedding_file, batch_seeds=list(seeds),
+    params = GenerationParams.from_settings(
+        settings, prompt=embedding.prompts[0], negative=embedding.negative[0], seed=seeds[0], model=model_id,
+        version=version, embedding_hash=embedding.hash(), embedding_file=embedding_file, batch_seeds=list(seeds),
     )
     return save_png(image, params, path)

@@ -16,7 +16,8 @@ import torch
 
 from noise2art.engine import registry
 from noise2art.engine.devices import pick_device, pick_dtype
-from noise2art.engine.model import Model, SampleSettings
+from noise2art.engine.model import Model
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.engine.text import TextEncoder
 from noise2art.errors import ModelLoadError
 
@@ -147,6 +148,18 @@ def _load_text_encoder(folder: Path, index: dict, spec: dict | None, device, dty
     return TextEncoder(tokenizer, model.to(device, dtype), tokenizer.model_max_length, pass_mask=pass_mask)
 
 
+def _read_vocabulary(path: Path, model_id: str) -> dict | None:
+    """`{group: [term, ...]}` from a model folder's `vocabulary.json`, or None without one."""
+    if not path.is_file():
+        return None
+    groups = _read_json(path).get("groups")
+    if not isinstance(groups, dict) or not all(
+        isinstance(terms, list) and all(isinstance(t, str) for t in terms) for terms in groups.values()
+    ):
+        raise ModelLoadError(f"model '{model_id}': {path.name} must hold {{\"groups\": {{group: [term, ...]}}}}")
+    return {str(k): list(v) for k, v in groups.items()}
+
+
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id: str) -> Model:
     """Load a diffusers-layout folder (SD 1.x/2.x, epsilon or v-prediction, or the embedded model)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -164,7 +177,7 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(f"cannot load model '{model_id}' from {folder}: {str(exc).splitlines()[0]}") from None
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
-    defaults = SampleSettings(**extra_spec.get("defaults", {}))
+    defaults = SamplingOverrides.from_dict(extra_spec.get("defaults"))
     model = Model(
         model_id=model_id,
         unet=unet.to(device, dtype).eval().requires_grad_(False),
@@ -175,6 +188,7 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
         dtype=dtype,
         defaults=defaults,
         source=str(folder),
+        vocabulary=_read_vocabulary(folder / "vocabulary.json", model_id),
     )
     from noise2art.engine import companions
 

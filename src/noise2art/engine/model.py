@@ -19,24 +19,10 @@ from noise2art.engine import validation as V
 from noise2art.engine.devices import check_precision, resolve_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
-from noise2art.engine.schedulers import check_scheduler, make_scheduler, name_of_class
+from noise2art.engine.schedulers import make_scheduler
+from noise2art.engine.settings import SampleSettings, SamplingOverrides
 from noise2art.engine.text import TextEncoder
 from noise2art.errors import InvalidArgument, Noise2ArtError
-
-
-@dataclass
-class SampleSettings:
-    """Everything besides embedding and seed that fixes an image."""
-
-    steps: int = 30
-    guidance: float = 7.5
-    scheduler: str | None = None  # None: the model folder's own
-    height: int | None = None  # None: the model's native size
-    width: int | None = None
-    eta: float = 0.0
-    # The denoiser's dtype for no-grad sampling: "model" (as loaded), "bf16", or "auto"
-    # (bf16 for an fp32 model on a CPU with native bf16). See `devices.resolve_precision`.
-    precision: str = "model"
 
 
 @dataclass
@@ -50,8 +36,12 @@ class Model:
         text_encoder: prompts -> `[B, L, D]` states.
         scheduler_config: the folder's scheduler config (dict).
         device, dtype: where and in what precision the networks run.
-        defaults: the model's recommended steps / guidance / scheduler.
+        defaults: the model's recommended steps / guidance / scheduler (`SamplingOverrides`;
+            a None scheduler is the folder's own scheduler config).
         extras: companion networks (world CLIP, aesthetic head, ...) by name.
+        vocabulary: terms to steer with, by group (`{group: [term, ...]}`), from the model
+            folder's `vocabulary.json`; None for a model without one (feedback sessions
+            then use a generic list of art terms).
     """
 
     model_id: str
@@ -61,9 +51,10 @@ class Model:
     scheduler_config: dict
     device: torch.device
     dtype: torch.dtype
-    defaults: SampleSettings = field(default_factory=SampleSettings)
+    defaults: SamplingOverrides = field(default_factory=SamplingOverrides)
     extras: dict = field(default_factory=dict)
     source: str = ""
+    vocabulary: dict | None = None
     # Reduced-precision copies of the UNet for no-grad sampling, by dtype, each with the
     # UNet it was copied from (a replaced UNet gets a fresh copy).
     _denoisers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -89,8 +80,9 @@ class Model:
         return self.text_encoder.max_length, self.text_encoder.dim
 
     @property
-    def default_scheduler(self) -> str | None:
-        return self.defaults.scheduler or name_of_class(self.scheduler_config.get("_class_name", ""))
+    def scheduler_class(self) -> str:
+        """The diffusers class of the model folder's own scheduler config."""
+        return str(self.scheduler_config.get("_class_name", ""))
 
     # -- companions (metric context) -----------------------------------------------------
 
@@ -135,7 +127,9 @@ class Model:
         """Read an embedding file made by this model (a clear error for another model's)."""
         return PromptEmbedding.load(path, model_id=self.model_id, shape=self.embedding_shape).to(self.device, self.dtype)
 
-    def _as_embedding(self, prompt_or_embedding, negative=None) -> PromptEmbedding:
+    def as_embedding(self, prompt_or_embedding, negative=None) -> PromptEmbedding:
+        """A prompt (or prompts) or a `PromptEmbedding` -> a `PromptEmbedding` `[B, L, D]` on this
+        model's device and dtype; another model's embedding is refused, naming both."""
         if isinstance(prompt_or_embedding, PromptEmbedding):
             if prompt_or_embedding.model_id != self.model_id or prompt_or_embedding.shape != self.embedding_shape:
                 raise InvalidArgument(
@@ -148,7 +142,8 @@ class Model:
 
     # -- noise ---------------------------------------------------------------------------
 
-    def _resolve_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+    def resolve_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
+        """`(height, width)` in pixels: the given sides, else the model's defaults or native size, checked."""
         height = self.defaults.height or self.native_size if height is None else height
         width = self.defaults.width or self.native_size if width is None else width
         return V.check_size(height, width, self.vae_scale_factor)
@@ -160,7 +155,7 @@ class Model:
     def initial_noise(self, seeds: Sequence[int], height: int | None = None, width: int | None = None,
                       generators: list[torch.Generator] | None = None) -> torch.Tensor:
         """`[S, C, h, w]` unit-variance initial latents, drawn on the CPU from each seed's generator."""
-        height, width = self._resolve_size(height, width)
+        height, width = self.resolve_size(height, width)
         gens = generators if generators is not None else self.generators(V.check_seeds(seeds))
         shape = (1, self.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise = torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
@@ -186,26 +181,58 @@ class Model:
             budget = 4 * 2**30
         return int(max(1, min(64, budget // max(per_sample, 1))))
 
+    def resolve(self, overrides: SamplingOverrides | SampleSettings | None = None, **fields) -> SampleSettings:
+        """Every sampling setting fixed: the given overrides, else the model's defaults.
+
+        Args:
+            overrides: a `SamplingOverrides` (None fields take the model's), or an already
+                resolved `SampleSettings` (returned as is, after its fields are merged).
+            fields: individual overrides on top (`steps=`, `guidance=`, ...); None is "not given".
+
+        Returns:
+            `SampleSettings`: a None scheduler stays None (the folder's own scheduler
+            config), the precision is resolved for this machine ("model" or "bf16"), the
+            batch size fits the memory budget unless given.
+        """
+        if isinstance(overrides, SampleSettings):
+            overrides = overrides.as_overrides()
+        asked = (overrides or SamplingOverrides()).merged(SamplingOverrides(**fields)).check()
+        given = self.defaults.merged(asked)
+        steps = V.check_steps(30 if given.steps is None else given.steps)
+        guidance = V.check_guidance(7.5 if given.guidance is None else given.guidance)
+        height, width = self.resolve_size(asked.height, asked.width)
+        precision = check_precision("model" if given.precision is None else given.precision)
+        dtype = resolve_precision(self.device, self.dtype, precision)
+        scheduler = given.scheduler
+        if scheduler is None:
+            scheduler_class = self.scheduler_class
+        else:
+            from noise2art.engine.schedulers import SCHEDULERS
+
+            scheduler_class = SCHEDULERS[scheduler].class_name
+        return SampleSettings(
+            steps=steps, guidance=guidance, scheduler=scheduler, scheduler_class=scheduler_class,
+            height=height, width=width, eta=0.0 if given.eta is None else float(given.eta),
+            # Recorded as resolved on this machine, so a record repeats it anywhere.
+            precision="model" if dtype == self.dtype else "bf16",
+            batch_size=asked.batch_size or self.auto_batch_size(height, width, guidance),
+        )
+
     def sample(
         self,
         embedding: PromptEmbedding | str | Sequence[str],
         seeds: Sequence[int] | None = None,
         latents: torch.Tensor | None = None,
         *,
-        steps: int | None = None,
-        guidance: float | None = None,
-        scheduler: str | None = None,
-        height: int | None = None,
-        width: int | None = None,
+        settings: SamplingOverrides | SampleSettings | None = None,
         grad_steps: GradSteps = "none",
         stop_after: int | None = None,
         pairing: str = "product",
-        batch_size: int | None = None,
-        eta: float | None = None,
-        precision: str | None = None,
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
-    ) -> torch.Tensor:
+        return_settings: bool = False,
+        **overrides,
+    ):
         """Denoise initial noise under prompt embeddings.
 
         Args:
@@ -216,35 +243,34 @@ class Model:
             latents: `[N, C, h, w]` initial unit-variance noise instead of seeds (paired
                 with the embeddings like seeds). Seeds, if also given, then drive only the
                 step noise of ancestral schedulers.
-            steps, guidance, scheduler, height, width, eta: default to the model's.
+            settings: `SamplingOverrides` or resolved `SampleSettings` (see `resolve`).
+            overrides: single settings on top of `settings`: `steps`, `guidance`,
+                `scheduler`, `height`, `width`, `eta`, `precision` ("model" | "bf16" |
+                "auto"), `batch_size`. A precision other than the model's dtype runs a
+                copy of the UNet made on first use; the latents and the scheduler's
+                arithmetic stay in the model's dtype. A call that carries gradients
+                always runs the model's own UNet.
             grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
             stop_after: return latents after this many steps.
-            batch_size: samples per UNet batch; default from a memory budget.
-            precision: the denoiser's dtype, "model" | "bf16" | "auto" (default: the
-                model's `defaults.precision`). A dtype other than the model's runs a copy
-                of the UNet made on first use; the latents and the scheduler's arithmetic
-                stay in the model's dtype. A call that carries gradients always runs the
-                model's own UNet.
-            callback: `callback(step, total, latents)` after each step of each chunk.
+            callback: `callback(step, total, latents)` after each step, counted over the
+                whole call (all memory-sized chunks): `step` runs from 1 to `total`.
             cancel: a function checked between steps; True raises `noise2art.Cancelled`.
+            return_settings: also return the `SampleSettings` that ran.
 
         Returns:
-            `[N, C, h, w]` latents, on the model's device.
+            `[N, C, h, w]` latents on the model's device, or `(latents, settings)`.
         """
-        emb = self._as_embedding(embedding)
-        steps = V.check_steps(self.defaults.steps if steps is None else steps)
-        guidance = V.check_guidance(self.defaults.guidance if guidance is None else guidance)
-        scheduler = scheduler if scheduler is not None else self.defaults.scheduler
-        if scheduler is not None:
-            check_scheduler(scheduler)
-        height, width = self._resolve_size(height, width)
-        eta = self.defaults.eta if eta is None else float(eta)
+        unknown = sorted(set(overrides) - set(SamplingOverrides.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"sample() got unexpected keyword argument(s) {', '.join(unknown)}")
+        run = self.resolve(settings, **overrides)
+        emb = self.as_embedding(embedding)
         if pairing not in ("product", "zip"):
             raise InvalidArgument("pairing", f"must be 'product' or 'zip', got {pairing!r}")
-        precision = check_precision(self.defaults.precision if precision is None else precision)
         unet = self.unet
         if grad_steps == "none" or not torch.is_grad_enabled():
-            unet = self.denoiser(resolve_precision(self.device, self.dtype, precision))
+            unet = self.denoiser(self.dtype if run.precision == "model" else torch.bfloat16)
+        height, width = run.height, run.width
 
         # Pair embeddings with noise sources.
         b = len(emb)
@@ -272,9 +298,10 @@ class Model:
             emb_index = [i if b > 1 else 0 for i in range(n)]
             noise_index = [j if n_noise > 1 else 0 for j in range(n)]
 
-        chunk = batch_size or self.auto_batch_size(height, width, guidance)
+        chunk = run.batch_size
+        n_chunks = -(-len(emb_index) // chunk)
         outputs = []
-        for start in range(0, len(emb_index), chunk):
+        for c, start in enumerate(range(0, len(emb_index), chunk)):
             ei = emb_index[start:start + chunk]
             ni = noise_index[start:start + chunk]
             # A fresh generator per sample, even where seeds repeat, so each sample's noise
@@ -289,12 +316,13 @@ class Model:
             uncond = emb.uncond.index_select(0, idx)
             outputs.append(
                 denoise(
-                    unet, make_scheduler(scheduler, self.scheduler_config), cond, uncond, init,
-                    steps=steps, guidance=guidance, generators=gens, grad_steps=grad_steps,
-                    stop_after=stop_after, eta=eta, callback=callback, cancel=cancel,
+                    unet, make_scheduler(run.scheduler, self.scheduler_config), cond, uncond, init,
+                    steps=run.steps, guidance=run.guidance, generators=gens, grad_steps=grad_steps,
+                    stop_after=stop_after, eta=run.eta, callback=_over_chunks(callback, c, n_chunks), cancel=cancel,
                 )
             )
-        return torch.cat(outputs)
+        out = torch.cat(outputs)
+        return (out, run) if return_settings else out
 
     def denoiser(self, dtype: torch.dtype) -> torch.nn.Module:
         """The UNet in `dtype`: the model's own, or a gradient-free copy made once."""
@@ -353,16 +381,33 @@ class Model:
 
     # -- all in one ----------------------------------------------------------------------
 
-    def render(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, **sample_kwargs) -> torch.Tensor:
-        """`sample` then `decode`: images `[N, 3, H, W]` in [0, 1]."""
-        emb = self._as_embedding(prompt_or_embedding, negative)
-        return self.decode(self.sample(emb, seeds, **sample_kwargs))
+    def render(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, *, return_settings: bool = False,
+               **sample_kwargs):
+        """`sample` then `decode`: images `[N, 3, H, W]` in [0, 1] (and the `SampleSettings` that ran)."""
+        emb = self.as_embedding(prompt_or_embedding, negative)
+        latents, settings = self.sample(emb, seeds, return_settings=True, **sample_kwargs)
+        images = self.decode(latents)
+        return (images, settings) if return_settings else images
 
-    def generate(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, **sample_kwargs) -> list[Image.Image]:
-        """Prompt(s) or a `PromptEmbedding` and seeds -> PIL images (embedding-major order)."""
+    def generate(self, prompt_or_embedding, seeds: Sequence[int] = (0,), negative=None, *, return_settings: bool = False,
+                 **sample_kwargs):
+        """Prompt(s) or a `PromptEmbedding` and seeds -> PIL images (embedding-major order),
+        and with `return_settings=True` the `SampleSettings` that ran."""
         with torch.no_grad():
-            images = self.render(prompt_or_embedding, seeds, negative, **sample_kwargs)
-        return to_pil(images)
+            images, settings = self.render(prompt_or_embedding, seeds, negative, return_settings=True, **sample_kwargs)
+        return (to_pil(images), settings) if return_settings else to_pil(images)
+
+
+def _over_chunks(callback: StepCallback | None, chunk: int, n_chunks: int) -> StepCallback | None:
+    """A chunk's step callback, renumbered over the whole call: chunk c's step i is step
+    `c * total + i` of `n_chunks * total` (a scheduler's total is known only once it runs)."""
+    if callback is None:
+        return None
+
+    def report(step: int, total: int, latents: torch.Tensor):
+        return callback(chunk * total + step, n_chunks * total, latents)
+
+    return report
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:

@@ -9,6 +9,7 @@ from noise2art.errors import InvalidArgument
 MAX_SEED = 2**63  # seeds live in [0, 2^63): torch.Generator.manual_seed takes any int64 >= 0
 MAX_STEPS = 1000
 MAX_SIDE = 4096
+MAX_SEEDS = 10000  # seeds one command renders at once
 
 
 def check_steps(steps: int) -> int:
@@ -57,13 +58,14 @@ def parse_seed_range(text: str) -> list[int]:
             lo, hi = (int(x) for x in text.split("..", 1))
             if hi < lo:
                 raise ValueError
-            if hi - lo >= 10000:
-                raise InvalidArgument("seeds", f"at most 10000 seeds at once, got {hi - lo + 1}")
-            seeds = list(range(lo, hi + 1))
+            seeds = range(lo, hi + 1)
         else:
             seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise InvalidArgument("seeds", f"expected N, A..B (A <= B) or a comma list, got '{text}'") from None
+    # Checked outside the parse, so the message names the limit rather than the syntax.
+    if len(seeds) > MAX_SEEDS:
+        raise InvalidArgument("seeds", f"at most {MAX_SEEDS} seeds at once, got {len(seeds)}")
     return check_seeds(seeds)
 
 

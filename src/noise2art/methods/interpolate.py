@@ -246,7 +246,7 @@ def _check_keyframes(model, keyframes: Sequence[PromptEmbedding]) -> list[Prompt
         if len(emb) != 1:
             raise InvalidArgument("keyframes", f"keyframe {k} holds {len(emb)} prompts, expected one each")
         keyframes[0].check_compatible(emb)
-        out.append(model._as_embedding(emb))  # names model and embedding when they differ
+        out.append(model.as_embedding(emb))  # names model and embedding when they differ
     return out
 
 
@@ -265,7 +265,7 @@ class InterpolationPath:
         self.keyframes = _check_keyframes(model, keyframes)
         if len(self.keyframes) == 1 and config.seed_to is None:
             raise InvalidArgument("keyframes", "one keyframe makes a path only with a second seed (seed_to)")
-        self.height, self.width = model._resolve_size(config.height, config.width)
+        self.height, self.width = model.resolve_size(config.height, config.width)
         seeds = [config.seed] if config.seed_to is None else [config.seed, config.seed_to]
         # [S, C, h, w] float32 on the CPU: slerp in full precision, moved to the device per batch.
         self.noise = model.initial_noise(seeds, self.height, self.width).float().cpu()
@@ -402,27 +402,34 @@ def render_frames(
         ``[N, 3, H, W]`` float32 images in [0, 1] on the CPU; each batch is decoded as soon
         as it is sampled, so only one batch of latents is alive at a time.
     """
-    model_emb = model._as_embedding(embeddings)
+    model_emb = model.as_embedding(embeddings)
     noises = noises if noises.dim() == 4 else noises[None]
     n = max(len(model_emb), noises.shape[0])
     if len(model_emb) not in (1, n) or noises.shape[0] not in (1, n):
         raise InvalidArgument("noises", f"expected {len(model_emb)} noise tensors (one per embedding), got {noises.shape[0]}")
-    height, width = model._resolve_size(config.height, config.width)
-    guidance = model.defaults.guidance if config.guidance is None else config.guidance
-    batch = config.batch_size or model.auto_batch_size(height, width, guidance)
+    run = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
+                        height=config.height, width=config.width, batch_size=config.batch_size)
+    batch = run.batch_size
+    n_calls = -(-n // batch)
     out = []
     with torch.no_grad():
-        for start in range(0, n, batch):
+        for k, start in enumerate(range(0, n, batch)):
             stop = min(n, start + batch)
             emb = model_emb if len(model_emb) == 1 else model_emb[start:stop]
             lat = noises if noises.shape[0] == 1 else noises[start:stop]
             latents = model.sample(
-                emb, seeds=[config.seed] * lat.shape[0], latents=lat,
-                steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
-                height=height, width=width, pairing="zip", batch_size=batch, callback=callback, cancel=cancel,
+                emb, seeds=[config.seed] * lat.shape[0], latents=lat, settings=run, pairing="zip",
+                callback=_renumbered(callback, k, n_calls), cancel=cancel,
             )
             out.append(model.decode(latents, batch_size=batch).float().cpu())
     return torch.cat(out)
+
+
+def _renumbered(callback: StepCallback | None, call: int, n_calls: int) -> StepCallback | None:
+    """Call `call`'s step callback renumbered over `n_calls` equal `Model.sample` calls."""
+    if callback is None:
+        return None
+    return lambda step, total, latents: callback(call * total + step, n_calls * total, latents)
 
 
 def interpolate(

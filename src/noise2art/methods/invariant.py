@@ -429,7 +429,7 @@ def invariant(
         raise InvalidArgument("config", "give an InvariantConfig with a target_seed or a target_image")
     config.check()
     tick_run = time.perf_counter()
-    init = model._as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
+    init = model.as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
     if len(init) != 1:
         raise InvalidArgument("embedding", f"one prompt at a time (batch 1), got a batch of {len(init)}")
     init = init.detach()
@@ -650,7 +650,7 @@ def consistency(
 
     seeds = V.check_seeds(seeds)
     target, _ = prepare_image(model, target_image)
-    emb = model._as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
+    emb = model.as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
     if len(emb) != 1:
         raise InvalidArgument("embedding", f"one prompt at a time (batch 1), got a batch of {len(emb)}")
     prompt = emb.prompts[0] if prompt is None else prompt

@@ -242,7 +242,7 @@ def optimize(
     metric = config.metric if isinstance(config.metric, Metric) else get_metric(config.metric, context=model)
     if not metric.bound:
         metric = metric.bind(model)
-    init = model._as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
+    init = model.as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
     if len(init) != 1:
         raise InvalidArgument("embedding", f"optimise one prompt at a time (batch 1), got a batch of {len(init)}")
     init = init.detach()
