@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from noise2art.errors import InvalidArgument
+from noise2art.files import temporary_name
 
 __all__ = [
     "FORMATS",
@@ -81,7 +81,7 @@ def _atomic(path: Path):
     """Yield a temporary path beside `path` (same suffix, so encoders infer the format); rename on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    tmp = temporary_name(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from noise2art.errors import InvalidArgument
+from noise2art.files import atomic_write
 
 # Colour-blind-safe palette (Okabe & Ito), one colour per series / group.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -236,7 +237,4 @@ def _legend(draw, font, box, names: list[str]) -> None:
 def _save(image: Image.Image, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

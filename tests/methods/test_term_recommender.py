@@ -10,6 +10,7 @@ import torch
 
 from noise2art.errors import InvalidArgument
 from noise2art.methods.feedback import FeedbackConfig, FeedbackSession
+from noise2art.methods.vocabulary import GENERIC_STYLE_TERMS
 from noise2art.methods.term_recommender import (
     Edit,
     TermPreferences,
@@ -19,6 +20,14 @@ from noise2art.methods.term_recommender import (
 )
 
 GROUPS = {"time": ["at dawn", "at dusk", "at night"], "style": ["an oil painting", "a sketch"], "detail": ["intricate"]}
+
+
+def test_embedded_model_terms_come_from_its_own_vocabulary_file():
+    import noise2art
+
+    embedded = noise2art.load_model()
+    assert embedded.vocabulary is not None
+    assert default_term_groups(embedded) == embedded.vocabulary["groups"] == default_term_groups()
 
 
 def test_default_terms_cover_every_world_family_once():
@@ -141,10 +150,11 @@ def test_terms_session_learns_undoes_and_resumes(tiny_model, tmp_path):
 def test_terms_session_fixes_the_default_terms_and_checks_its_records(tiny_model, tmp_path):
     folder = tmp_path / "terms"
     session = terms_session(tiny_model, path=folder, terms=None)
-    assert session.config.terms == default_term_groups()
+    # A Stable Diffusion model ships no vocabulary: the session steers with the generic art terms.
+    assert session.config.terms == default_term_groups(tiny_model) == {t: [t] for t in GENERIC_STYLE_TERMS}
     session.choose(1, 1.0)
     state = json.loads((folder / "session.json").read_text())
-    assert state["config"]["terms"] == default_term_groups()
+    assert state["config"]["terms"] == default_term_groups(tiny_model)
     state["history"][0]["guess_updated"] = ["a forest"]
     (folder / "session.json").write_text(json.dumps(state))
     with pytest.raises(InvalidArgument, match="round 1: its guesses do not follow from its edits"):

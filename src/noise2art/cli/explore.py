@@ -11,11 +11,11 @@ choose instead, and compares it with prompt rewriting.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import PRECISION_CHOICES, add_model_args, emit_json, free_path, load, slug, step_progress
+from noise2art.cli.common import (PRECISION_CHOICES, add_model_args, emit_json, free_path, load, save_image, slug,
+                                  step_progress)
 from noise2art.errors import InvalidArgument
 
 HELP = ("answer with a candidate number and a strength in [0, 1] (e.g. '3 0.5'; the strength defaults to 0.5), "
@@ -109,10 +109,7 @@ def _check_resume_flags(args, state: dict, folder: Path) -> None:
 
 
 def _save_png(image, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return save_image(image, path)
 
 
 def _pool_progress():

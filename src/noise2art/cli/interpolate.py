@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
-import os
 import sys
-import uuid
 from pathlib import Path
 
 from noise2art.cli.common import (
@@ -26,6 +25,7 @@ from noise2art.cli.common import (
     write_text,
 )
 from noise2art.errors import InvalidArgument
+from noise2art.files import write_bytes
 
 DEFAULT_FPS = 12.0
 
@@ -371,22 +371,17 @@ def run_retrievability(args) -> int:
     # 4. Write the CSV, the plots and the JSON record.
     _make_folder(out)
     csv_path = out / "speed.csv"
-    tmp = csv_path.with_name(f".{csv_path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["pair", "a", "b", "step", "alpha_start", "alpha_end", "distance", "speed", "jump"])
-            for k, res in enumerate(results):
-                prof = res.profile
-                jumps = set(prof.jumps)
-                for i in range(prof.distances.shape[0]):
-                    w.writerow([k, res.prompts[0], res.prompts[1], i, f"{float(prof.alphas[i]):.6f}",
-                                f"{float(prof.alphas[i + 1]):.6f}", f"{float(prof.distances[i]):.6g}",
-                                f"{float(prof.speeds[i]):.6g}", int(i in jumps)])
-        os.replace(tmp, csv_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    rows = io.StringIO(newline="")
+    w = csv.writer(rows)
+    w.writerow(["pair", "a", "b", "step", "alpha_start", "alpha_end", "distance", "speed", "jump"])
+    for k, res in enumerate(results):
+        prof = res.profile
+        jumps = set(prof.jumps)
+        for i in range(prof.distances.shape[0]):
+            w.writerow([k, res.prompts[0], res.prompts[1], i, f"{float(prof.alphas[i]):.6f}",
+                        f"{float(prof.alphas[i + 1]):.6f}", f"{float(prof.distances[i]):.6g}",
+                        f"{float(prof.speeds[i]):.6g}", int(i in jumps)])
+    write_bytes(csv_path, rows.getvalue().encode("utf-8"))
     plots = []
     for k, res in enumerate(results):
         prof = res.profile

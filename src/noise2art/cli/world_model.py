@@ -132,7 +132,7 @@ def _parse_focus(text: str | None) -> dict:
 
 
 def _trained_clip(plan):
-    from noise2art.world.nets import WorldClip
+    from noise2art.engine.companion_nets import WorldClip
     from noise2art.world.training.checkpoint import load_checkpoint
 
     ckpt = Path(plan.dirs()["clip"]) / "checkpoint"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from noise2art.world.nets import load_aesthetic_head, load_attribute_classifier, load_world_clip
+from noise2art.engine.companion_nets import load_aesthetic_head, load_attribute_classifier, load_world_clip
 
 LOADERS = {
     "world_clip": load_world_clip,
@@ -30,7 +30,7 @@ def world_clip_text(model, texts: list[str]):
     """Unit world-CLIP text embeddings `[B, E]` of `texts` (MiniLM mean-pooled, then projected)."""
     import torch
 
-    from noise2art.world.nets import mean_pool
+    from noise2art.engine.companion_nets import mean_pool
 
     clip = model.extras["world_clip"]
     with torch.no_grad():

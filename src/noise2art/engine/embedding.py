@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from safetensors import safe_open
 
 from noise2art.errors import InvalidArgument
+from noise2art.files import atomic_write
 
 FORMAT = "noise2art.prompt-embedding"
 FORMAT_VERSION = "1"
@@ -170,10 +171,7 @@ class PromptEmbedding:
             "prompts": json.dumps(self.prompts),
             "negative": json.dumps(self.negative),
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: str | os.PathLike, model_id: str | None = None, shape: tuple[int, int] | None = None) -> "PromptEmbedding":

@@ -149,15 +149,18 @@ def _load_text_encoder(folder: Path, index: dict, spec: dict | None, device, dty
 
 
 def _read_vocabulary(path: Path, model_id: str) -> dict | None:
-    """`{group: [term, ...]}` from a model folder's `vocabulary.json`, or None without one."""
+    """A model folder's `vocabulary.json` (`groups`: `{group: [term, ...]}`, `style_terms` and
+    `words`: lists of texts), or None without one."""
     if not path.is_file():
         return None
-    groups = _read_json(path).get("groups")
-    if not isinstance(groups, dict) or not all(
-        isinstance(terms, list) and all(isinstance(t, str) for t in terms) for terms in groups.values()
-    ):
-        raise ModelLoadError(f"model '{model_id}': {path.name} must hold {{\"groups\": {{group: [term, ...]}}}}")
-    return {str(k): list(v) for k, v in groups.items()}
+    data = _read_json(path)
+    groups = data.get("groups", {})
+    lists = [data.get("style_terms", []), data.get("words", []), *groups.values()] if isinstance(groups, dict) else None
+    if lists is None or not all(isinstance(x, list) and all(isinstance(t, str) for t in x) for x in lists):
+        raise ModelLoadError(f"model '{model_id}': {path.name} must hold groups {{group: [term, ...]}}, "
+                             "style_terms [...] and words [...]")
+    return {"groups": {str(k): list(v) for k, v in groups.items()}, "style_terms": list(data.get("style_terms", [])),
+            "words": list(data.get("words", []))}
 
 
 def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id: str) -> Model:

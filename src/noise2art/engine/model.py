@@ -39,9 +39,10 @@ class Model:
         defaults: the model's recommended steps / guidance / scheduler (`SamplingOverrides`;
             a None scheduler is the folder's own scheduler config).
         extras: companion networks (world CLIP, aesthetic head, ...) by name.
-        vocabulary: terms to steer with, by group (`{group: [term, ...]}`), from the model
-            folder's `vocabulary.json`; None for a model without one (feedback sessions
-            then use a generic list of art terms).
+        vocabulary: the words feedback sessions draw on, from the model folder's
+            `vocabulary.json`: `groups` (`{group: [term, ...]}` to steer with), `style_terms`
+            and `words` (for random prompts); None for a model without one (sessions then
+            use generic art terms; `methods.vocabulary`).
     """
 
     model_id: str

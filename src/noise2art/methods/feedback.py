@@ -75,6 +75,7 @@ from noise2art.engine.devices import check_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import StepCallback
 from noise2art.errors import InvalidArgument
+from noise2art.files import atomic_write
 from noise2art.methods import feedback_store as store_mod
 from noise2art.methods import term_recommender as terms_mod
 from noise2art.methods.recommender import (
@@ -85,6 +86,7 @@ from noise2art.methods.recommender import (
     noise_axes,
     pca_axes,
 )
+from noise2art.methods.vocabulary import GENERIC_STYLE_TERMS, default_style_terms, default_term_groups, default_vocabulary
 
 __all__ = [
     "GENERIC_STYLE_TERMS",
@@ -115,39 +117,6 @@ MAX_POOL = 100_000
 _POOL_STREAM = 0x706F6F6C  # "pool"
 _NOISE_AXES_STREAM = 0x6E6F6973  # "nois"
 _RADIUS_STREAM = 0x72616469  # "radi"
-
-GENERIC_STYLE_TERMS: tuple[str, ...] = (
-    "digital art", "concept art", "matte painting", "illustration", "cinematic lighting", "studio lighting",
-    "dramatic lighting", "soft light", "volumetric light", "trending on artstation", "octane render",
-    "unreal engine", "4k", "8k", "award-winning", "bokeh", "film grain", "impressionism", "expressionism",
-    "surrealism", "minimalism", "art nouveau", "baroque", "ukiyo-e", "cyberpunk", "steampunk", "fantasy art",
-    "low poly", "isometric", "charcoal drawing", "ink drawing", "pastel colors", "monochrome", "high contrast",
-    "wide angle", "macro", "symmetrical", "long exposure",
-)
-
-
-def default_style_terms() -> list[str]:
-    """The embedded world's style and modifier phrases (when the world package is there) + generic art terms."""
-    terms: list[str] = []
-    try:
-        from noise2art.world.captions import PHRASES
-    except ImportError:  # a trimmed install without the world: generic terms only
-        PHRASES = {}
-    for (family, _), phrases in PHRASES.items():
-        if family in ("style", "modifier"):
-            terms.extend(phrases)
-    terms.extend(GENERIC_STYLE_TERMS)
-    return list(dict.fromkeys(terms))
-
-
-def default_vocabulary() -> list[str] | None:
-    """Words for random prompts: the world's caption vocabulary, or None (random letters) without it."""
-    try:
-        from noise2art.world.captions import VOCABULARY
-    except ImportError:
-        return None
-    return list(VOCABULARY)
-
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -368,7 +337,7 @@ def build_pool(model, config: FeedbackConfig, seed: int,
     """Draw and encode ``config.pool_size`` random prompts from ``seed`` (``callback(done, total)``)."""
     config.check()
     rng = np.random.default_rng([int(seed), _POOL_STREAM])
-    vocabulary = default_vocabulary()
+    vocabulary = default_vocabulary(model)
     prompts = [
         random_prompt(rng, vocabulary, config.words_per_prompt, config.style_terms, config.n_style_terms)
         for _ in range(config.pool_size)
@@ -659,7 +628,7 @@ class FeedbackSession:
         config = (config or FeedbackConfig()).check()
         if config.recommender == "terms" and config.terms is None:
             # Fixed into the saved config, so a resumed session keeps its terms whatever the defaults become.
-            config = dataclasses.replace(config, terms=terms_mod.default_term_groups()).check()
+            config = dataclasses.replace(config, terms=default_term_groups(model)).check()
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidArgument("prompt", "must be a non-empty text")
         seed = V.check_seed(seed)
@@ -1132,7 +1101,4 @@ def save_map_png(fmap: FeedbackMap, path: str | os.PathLike, size: int = 512) ->
         draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0) if label == "current" else None)
         draw.text((x + 6, y - 6), label, fill=(0, 0, 0), font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath
 
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.errors import InvalidArgument
+from noise2art.files import write_text
 
 __all__ = [
     "CURRENT_FILE",
@@ -94,13 +95,7 @@ def _corrupted(path: Path, message: str) -> InvalidArgument:
 
 def _write_json(path: Path, obj: dict) -> None:
     """Write JSON to a temporary name, flush it to disk, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def _relative(folder: Path, name: object, key: str) -> Path:

@@ -179,9 +179,9 @@ def simulate_prompt_rewriting(model, prompt: str, target_image: Tensor, noise: T
     if isinstance(images_per_round, bool) or not isinstance(images_per_round, int) or images_per_round < 1:
         raise InvalidArgument("images_per_round", f"must be an integer >= 1, got {images_per_round!r}")
     if vocabulary is None:
-        from noise2art.methods.feedback import default_vocabulary
+        from noise2art.methods.vocabulary import default_vocabulary
 
-        vocabulary = default_vocabulary() or prompt.split()
+        vocabulary = default_vocabulary(model) or prompt.split()
     rng = np.random.default_rng([int(seed), 0x72657772])  # "rewr"
     result = RewriteResult()
     with torch.no_grad():

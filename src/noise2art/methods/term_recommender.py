@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noise2art.errors import InvalidArgument
+from noise2art.methods.vocabulary import default_term_groups  # noqa: F401 (callers import it from here too)
 
 __all__ = ["EDIT_KINDS", "Edit", "TermPreferences", "check_term_groups", "compose", "default_term_groups"]
 
@@ -82,28 +83,6 @@ class Edit:
         if self.kind == "replace":
             return f"{self.old} -> {self.term}"
         return f"{'+' if self.kind == 'add' else '-'} {self.term}"
-
-
-def default_term_groups() -> dict[str, list[str]]:
-    """Terms to steer with, by group: the embedded world's attribute phrases, else generic art terms.
-
-    With the world package: one group per attribute family, one plain phrase per value
-    (the first synonym of `noise2art.world.captions.PHRASES`; mountains and their snow
-    are named together, as the captions name them). Without it: every generic style term
-    in a group of its own (they combine freely).
-    """
-    try:
-        from noise2art.world.captions import PHRASES
-    except ImportError:
-        from noise2art.methods.feedback import GENERIC_STYLE_TERMS
-
-        return {term: [term] for term in GENERIC_STYLE_TERMS}
-    groups: dict[str, list[str]] = {}
-    for (family, _value), phrases in PHRASES.items():
-        groups.setdefault(family, []).append(phrases[0])
-    groups["mountains"] = ["no mountains", "a mountain", "a mountain range", "a snow-capped mountain",
-                           "snow-capped mountains", "a bare mountain", "bare mountains"]
-    return groups
 
 
 def check_term_groups(groups, name: str = "terms") -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from noise2art.world.attributes import FAMILIES, is_defined
-from noise2art.world.nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip, WorldClipConfig,
+from noise2art.engine.companion_nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip, WorldClipConfig,
                                   mean_pool)
 from noise2art.world.training.common import RunLog, StageConfig, open_run, run_steps, training_device
 from noise2art.world.training.data import prepare_data

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from noise2art.world.nets import save_module
+from noise2art.engine.companion_nets import save_module
 from noise2art.world.training.unet import SCHEDULE, TEXT_SPEC
 
 DEFAULTS = {"steps": 20, "guidance": 7.5, "scheduler": "ddim"}

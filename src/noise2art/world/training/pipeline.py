@@ -97,7 +97,7 @@ def _step_of(run: str) -> int:
 
 def export(plan: Plan, out: str | Path, notes: dict | None = None) -> Path:
     """Write the model folder from the runs' latest checkpoints (EMA weights for the UNet)."""
-    from noise2art.world.nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip)
+    from noise2art.engine.companion_nets import (AestheticHead, AttributeClassifier, ClassifierConfig, WorldClip)
     from noise2art.world.training.export import export_model
 
     d = plan.dirs()
