@@ -20,6 +20,8 @@ _LAZY = {
     "PromptEmbedding": "noise2art.engine.embedding",
     "load_model": "noise2art.engine.loading",
     "Model": "noise2art.engine.model",
+    "SampleSettings": "noise2art.engine.settings",
+    "SamplingOverrides": "noise2art.engine.settings",
 }
 
 
@@ -39,5 +41,7 @@ __all__ = [
     "ModelLoadError",
     "Noise2ArtError",
     "PromptEmbedding",
+    "SampleSettings",
+    "SamplingOverrides",
     "load_model",
 ]

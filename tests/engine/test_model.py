@@ -211,3 +211,28 @@ def test_unreadable_embedding_file(tmp_path, tiny_model):
 def test_decode_nan_is_an_error(tiny_model):
     with pytest.raises(noise2art.Noise2ArtError, match="NaN"):
         tiny_model.decode(torch.full((1, 4, 16, 16), float("nan")))
+
+
+def test_resolve_fixes_every_setting_and_sample_hands_it_back(tiny_model):
+    from noise2art import SampleSettings, SamplingOverrides
+
+    ran = tiny_model.resolve(SamplingOverrides(steps=3, height=48, width=32), guidance=2.0)
+    assert isinstance(ran, SampleSettings)
+    assert (ran.steps, ran.guidance, ran.height, ran.width, ran.precision) == (3, 2.0, 48, 32, "model")
+    assert ran.scheduler is None and ran.scheduler_class == "PNDMScheduler" and ran.scheduler_label == "default"
+    latents, back = tiny_model.sample("a cat", [0], settings=ran, batch_size=1, return_settings=True)
+    assert back.steps == 3 and back.batch_size == 1 and latents.shape[-2:] == (48 // tiny_model.vae_scale_factor, 32 // tiny_model.vae_scale_factor)
+
+
+def test_callback_counts_steps_over_every_chunk(tiny_model):
+    seen = []
+    tiny_model.sample("a cat", [0, 1, 2], steps=2, scheduler="ddim", batch_size=2,
+                      callback=lambda step, total, _: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_unknown_setting_keyword_is_refused(tiny_model):
+    import pytest
+
+    with pytest.raises(TypeError, match="stepz"):
+        tiny_model.sample("a cat", [0], stepz=3)
