@@ -1,4 +1,4 @@
-"""Benchmark of iterative human feedback (METHODS.md, M6) with simulated users, on the embedded model.
+"""Benchmark of iterative human feedback (docs/feedback.md) with simulated users, on the embedded model.
 
 Each target is a world image: a fully specified caption (hidden from the user) rendered
 on the session's hidden noise; the session starts from a vague caption of the same

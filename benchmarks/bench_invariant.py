@@ -1,4 +1,4 @@
-"""Benchmark of seed-invariant embeddings (METHODS.md, M7) on the embedded model.
+"""Benchmark of seed-invariant embeddings (docs/invariant.md) on the embedded model.
 
 The showcase prompt is "single color ball": it names no colour, so the ball comes out
 in a different colour for different seeds. The benchmark picks a target seed whose ball

@@ -1,4 +1,4 @@
-"""Benchmark of metric-based embedding optimisation (METHODS.md, M5) on the embedded model.
+"""Benchmark of metric-based embedding optimisation (docs/optimize.md) on the embedded model.
 
 For each prompt of a set of world prompts (landscapes and still lifes in several
 styles) it optimises sharpness, blurriness and the aesthetic score, once in our

@@ -19,7 +19,7 @@ GRADS = [
 
 
 def hand_computed(start, grads, lr=0.01, betas=(0.9, 0.999), gammas=(0.9, 0.99), eps=1e-3):
-    """The update rule of METHODS.md (M5), written out in plain Python floats."""
+    """The update rule of docs/optimize.md, written out in plain Python floats."""
     p = list(start)
     n = len(p)
     m, v, m_lion = [0.0] * n, [0.0] * n, [0.0] * n

@@ -1,7 +1,7 @@
 """The "Adam on Lion" optimiser of the embedding-optimisation reference.
 
 Follows Deckers et al., "Manipulating Embeddings of Stable Diffusion Prompts"
-(IJCAI 2024) and its public code (METHODS.md, M5): Lion's sign direction (Chen et
+(IJCAI 2024) and its public code (docs/optimize.md): Lion's sign direction (Chen et
 al., "Symbolic Discovery of Optimization Algorithms", 2023) with the step length of
 Adam. The sign makes every coordinate move; Adam's adaptive length keeps the total
 step small where gradients are small or noisy.

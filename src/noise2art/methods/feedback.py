@@ -1,4 +1,4 @@
-"""Iterative human feedback on the prompt embedding (METHODS.md, M6).
+"""Iterative human feedback on the prompt embedding (docs/feedback.md).
 
 Follows Deckers, Peters, Potthast, "Manipulating Embeddings of Stable Diffusion Prompts"
 (IJCAI 2024) and its public code. A session holds the current embedding ``C`` (from the

@@ -1,4 +1,4 @@
-"""Seed-invariant prompt embeddings (METHODS.md, M7).
+"""Seed-invariant prompt embeddings (docs/invariant.md).
 
 Follows Deckers, Peters, Potthast, "Manipulating Embeddings of Stable Diffusion
 Prompts" (IJCAI 2024) and its public code: the seed decides much of what a prompt's

@@ -1,4 +1,4 @@
-"""Metric-based optimisation of a prompt embedding (METHODS.md, M5).
+"""Metric-based optimisation of a prompt embedding (docs/optimize.md).
 
 Follows Deckers, Peters, Potthast, "Manipulating Embeddings of Stable Diffusion
 Prompts" (IJCAI 2024) and its public code: render an image from the embedding with a

@@ -1,6 +1,6 @@
 """A Bayesian-optimisation recommender of feedback candidates over a low-dimensional subspace.
 
-Iterative human feedback (METHODS.md, M6) shows a few candidates per round and learns
+Iterative human feedback (docs/feedback.md) shows a few candidates per round and learns
 only which one the user picked. The authors' follow-up (Deckers et al.) proposes
 candidates with a Gaussian-process upper-confidence-bound (GP-UCB) recommender over a
 small box of coordinates instead of at random; this module is that recommender, kept

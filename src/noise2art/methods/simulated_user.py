@@ -1,4 +1,4 @@
-"""Simulated users for iterative feedback (METHODS.md, M6), and the prompt-rewriting baseline.
+"""Simulated users for iterative feedback (docs/feedback.md), and the prompt-rewriting baseline.
 
 A simulated user has a hidden target image (rendered from a hidden target prompt on the
 session's own noise) and, each round, picks the candidate whose image is nearest the

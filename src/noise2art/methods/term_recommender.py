@@ -1,6 +1,6 @@
 """A feedback recommender that learns which terms the user's choices favour.
 
-The random scheme of iterative feedback (METHODS.md, M6) proposes directions that know
+The random scheme of iterative feedback (docs/feedback.md) proposes directions that know
 nothing of the choices so far, and the GP-UCB recommender (`recommender`) learns in a
 subspace whose axes mean nothing to the model. This one learns in the space the model
 was trained on: text. It keeps a *guess* ``G``, a set of terms (say "at sunset", "an oil

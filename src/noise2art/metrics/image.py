@@ -15,7 +15,7 @@ from noise2art.metrics.registry import check_images, register
 # ITU-R BT.601 luma weights, as the reference's sharpness metric uses them.
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
-# The 8-neighbour Laplacian of the reference (METHODS.md, M5).
+# The 8-neighbour Laplacian of the reference (docs/optimize.md).
 LAPLACIAN_KERNEL = ((1.0, 1.0, 1.0), (1.0, -8.0, 1.0), (1.0, 1.0, 1.0))
 
 # Weight of the mean opponent-colour magnitude in Hasler & Suesstrunk's metric.
@@ -49,7 +49,7 @@ def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
 
 
 def sharpness(images: torch.Tensor) -> torch.Tensor:
-    """Laplacian variance ``[B]``; higher is sharper (METHODS.md, M5)."""
+    """Laplacian variance ``[B]``; higher is sharper (docs/optimize.md)."""
     return laplacian_variance(images)
 
 

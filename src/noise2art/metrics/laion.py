@@ -2,7 +2,7 @@
 
 The predictor (C. Schuhmann, "improved-aesthetic-predictor", LAION 2022) is a linear
 MLP on the L2-normalised CLIP ViT-L/14 image embedding, trained on SAC + LOGOS + AVA
-ratings (1..10). The reference of METHODS.md (M5) scores decoded SD images with it
+ratings (1..10). The reference (docs/optimize.md) scores decoded SD images with it
 after a bicubic resize of the shorter side to 224, a centre crop and CLIP's
 normalisation; :class:`LaionAestheticScorer` does the same, differentiably.
 
@@ -102,7 +102,7 @@ class LaionAestheticScorer(nn.Module):
 
     ``clip_model`` is a transformers ``CLIPVisionModelWithProjection``; ``mlp`` a
     :class:`LaionAestheticMLP` whose ``input_dim`` equals the CLIP projection dim.
-    Pipeline (METHODS.md, M5): :func:`clip_preprocess` to the CLIP image size,
+    Pipeline (docs/optimize.md): :func:`clip_preprocess` to the CLIP image size,
     ``image_embeds``, L2 normalisation, MLP. The scorer is frozen: its parameters
     need no gradient and it stays in eval mode (dropout off) even inside a module
     put in training mode. Scores are float32 whatever the CLIP dtype.

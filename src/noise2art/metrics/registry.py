@@ -2,7 +2,7 @@
 
 A metric maps a batch of images ``[B, 3, H, W]`` (float, values in ``[0, 1]``) to one
 score per image ``[B]``, differentiably, so that an optimiser can follow its gradient
-back to a prompt embedding (METHODS.md, M5). Each metric declares its direction
+back to a prompt embedding (docs/optimize.md). Each metric declares its direction
 (``higher_is_better``), the scale the optimiser multiplies it by (``loss_scale``:
 ``loss = -(score * loss_scale)`` for a metric to maximise) and what it needs to run
 (``needs``: ``None`` for pixel statistics, ``"aesthetic"`` or ``"text"`` for metrics
@@ -140,7 +140,7 @@ class Metric:
 
     def loss(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image loss ``[B]`` to minimise: ``-(oriented score * loss_scale)``
-        (METHODS.md, M5)."""
+        (docs/optimize.md)."""
         return -(self.oriented(images) * self.loss_scale)
 
     def bind(self, context: Any = None, argument: str | None = None) -> Metric:
