@@ -278,3 +278,50 @@ def test_unnamed_families():
     assert unnamed_families("a red ball", BALL) == ["background", "style", "modifier"]
     # Colour is invisible in a sketch: it is not compared there.
     assert unnamed_families("single color ball", {**BALL, "style": "sketch"}) == ["background", "style", "modifier"]
+
+
+def test_non_finite_score_stops_and_keeps_the_iterates_before_it(tiny_model, monkeypatch):
+    from noise2art.methods import invariant as inv
+
+    calls = {"n": 0}
+    original = inv.cosine_scores
+
+    def nan_on_third(target, latents):
+        calls["n"] += 1
+        scores = original(target, latents)
+        return scores * math.nan if calls["n"] == 3 else scores
+
+    monkeypatch.setattr(inv, "cosine_scores", nan_on_third)
+    config = dict(target_seed=TARGET, iterations=4, lr=0.2, **FAST)
+    result = invariant(tiny_model, PROMPT, InvariantConfig(**config))
+    assert result.stop_reason == inv.NAN_SCORE and result.iterations == 2
+    assert all(math.isfinite(s) for s in result.scores)
+    # The last good iterate is the one two updates made: what a two-iteration run ends with.
+    monkeypatch.setattr(inv, "cosine_scores", original)
+    two = invariant(tiny_model, PROMPT, InvariantConfig(**{**config, "iterations": 2}))
+    torch.testing.assert_close(result.final_embedding.cond, two.final_embedding.cond)
+
+
+class _NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+def test_non_finite_gradient_stops_without_an_update(tiny_model, monkeypatch):
+    from noise2art.methods import invariant as inv
+
+    original = inv.cosine_scores
+    monkeypatch.setattr(inv, "cosine_scores", lambda target, latents: original(target, _NanGrad.apply(latents)))
+    config = InvariantConfig(target_seed=TARGET, iterations=3, lr=0.2, **FAST)
+    result = invariant(tiny_model, PROMPT, config)
+    assert result.stop_reason == inv.NAN_GRADIENT and result.iterations == 1
+    # No step follows a non-finite gradient: the embedding is the start (that of a run cancelled at once).
+    monkeypatch.setattr(inv, "cosine_scores", original)
+    start = invariant(tiny_model, PROMPT, config, cancel=lambda: True)
+    torch.testing.assert_close(result.final_embedding.cond, start.final_embedding.cond)
+    assert torch.isfinite(result.embedding.cond).all()
