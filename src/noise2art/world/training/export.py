@@ -2,6 +2,7 @@
 
     model_index.json        diffusers layout marker
     noise2art.json          text encoder spec, sampling defaults, companions
+    vocabulary.json         the words feedback sessions draw on (`vocabulary_spec`)
     unet/ vae/ scheduler/   diffusers folders (weights in fp16 to keep the package small)
     world_clip/ aesthetic/ attributes/   companion networks
 """
@@ -19,6 +20,30 @@ from noise2art.world.training.unet import SCHEDULE, TEXT_SPEC
 
 DEFAULTS = {"steps": 20, "guidance": 7.5, "scheduler": "ddim"}
 COMPANIONS = {"world_clip": "world_clip", "aesthetic": "aesthetic", "attributes": "attributes"}
+
+
+VOCABULARY_NOTE = (
+    "Words a feedback session draws on. groups: terms to steer with, by group, one plain phrase per attribute "
+    "value of the world (the first synonym its captions use; mountains and their snow named together, as the "
+    "captions name them). style_terms: the captions' style and modifier phrases. words: the captions' "
+    "vocabulary, for random prompts.")
+
+
+def vocabulary_spec() -> dict:
+    """The world's words as a model folder's `vocabulary.json` holds them (`Model.vocabulary`)."""
+    from noise2art.world.captions import PHRASES, VOCABULARY
+
+    groups: dict[str, list[str]] = {}
+    style: list[str] = []
+    for (family, _value), phrases in PHRASES.items():
+        groups.setdefault(family, []).append(phrases[0])
+        if family in ("style", "modifier"):
+            style.extend(phrases)
+    groups.pop("snow", None)  # snow is named with the mountains
+    groups["mountains"] = ["no mountains", "a mountain", "a mountain range", "a snow-capped mountain",
+                           "snow-capped mountains", "a bare mountain", "bare mountains"]
+    return {"_comment": VOCABULARY_NOTE, "groups": groups, "style_terms": list(dict.fromkeys(style)),
+            "words": list(VOCABULARY)}
 
 
 def export_model(out: str | Path, unet, vae, latent_scale: float, clip=None, aesthetic=None, classifier=None,
@@ -58,6 +83,7 @@ def export_model(out: str | Path, unet, vae, latent_scale: float, clip=None, aes
     spec = {"text_encoder": TEXT_SPEC, "defaults": defaults or DEFAULTS, "companions": companions,
             "training": training_notes or {}}
     (tmp / "noise2art.json").write_text(json.dumps(spec, indent=2))
+    (tmp / "vocabulary.json").write_text(json.dumps(vocabulary_spec(), indent=1))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
