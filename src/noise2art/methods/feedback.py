@@ -74,6 +74,7 @@ from noise2art.engine import validation as V
 from noise2art.engine.devices import check_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import StepCallback
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.files import atomic_write
 from noise2art.methods import feedback_store as store_mod
@@ -212,18 +213,10 @@ class FeedbackConfig:
             raise InvalidArgument("step_rule", f"must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
         if not _is_int(self.distance_row):
             raise InvalidArgument("distance_row", f"must be an integer row index, got {self.distance_row!r}")
-        if self.steps is not None:
-            V.check_steps(self.steps)
-        if self.guidance is not None:
-            V.check_guidance(self.guidance)
-        if self.scheduler is not None:
-            from noise2art.engine.schedulers import check_scheduler
-
-            check_scheduler(self.scheduler)
+        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
+                          batch_size=self.batch_size).check()
         if self.session_seed is not None:
             V.check_seed(self.session_seed, "session_seed")
-        if self.batch_size is not None and (not _is_int(self.batch_size) or self.batch_size < 1):
-            raise InvalidArgument("batch_size", f"must be an integer >= 1, got {self.batch_size!r}")
         if self.recommender not in RECOMMENDERS:
             raise InvalidArgument("recommender", f"must be one of {', '.join(RECOMMENDERS)}, got {self.recommender!r}")
         if not _is_number(self.beta) or not math.isfinite(self.beta) or self.beta < 0:

@@ -33,6 +33,7 @@ from noise2art import space
 from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, StepCallback
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 
 __all__ = [
@@ -112,18 +113,10 @@ class InterpolationConfig:
         V.check_seed(self.seed, "seed")
         if self.seed_to is not None:
             V.check_seed(self.seed_to, "seed_to")
-        if self.steps is not None:
-            V.check_steps(self.steps)
+        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
+                          batch_size=self.batch_size).check()
         if self.guidance is not None:
-            self.guidance = V.check_guidance(self.guidance)
-        if self.scheduler is not None:
-            from noise2art.engine.schedulers import check_scheduler
-
-            check_scheduler(self.scheduler)
-        if self.batch_size is not None and (
-            isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1
-        ):
-            raise InvalidArgument("batch_size", f"must be an integer >= 1, got {self.batch_size!r}")
+            self.guidance = float(self.guidance)
 
 
 @dataclass

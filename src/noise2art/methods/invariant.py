@@ -62,7 +62,8 @@ from noise2art import space
 from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck
-from noise2art.engine.schedulers import check_scheduler, make_scheduler
+from noise2art.engine.schedulers import make_scheduler
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import Cancelled, InvalidArgument
 from noise2art.methods.embedding_run import (
     CANCELLED,
@@ -189,12 +190,7 @@ class InvariantConfig:
                 "anneal", f"needs 0 <= v0 <= 1, dv >= 0 and v0 + dv (stage_iterations - 1) <= 1, got "
                           f"{self.anneal!r} (largest v {v_max:g})")
         V.check_seed(self.seed, "seed")
-        if self.steps is not None:
-            V.check_steps(self.steps)
-        if self.guidance is not None:
-            V.check_guidance(self.guidance)
-        if self.scheduler is not None:
-            check_scheduler(self.scheduler)
+        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler).check()
         if not isinstance(self.keep_best, bool):
             raise InvalidArgument("keep_best", f"must be True or False, got {self.keep_best!r}")
         # The optimiser validates lr, betas, gammas and eps with the messages it owns.

@@ -35,6 +35,7 @@ import torch
 from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, plan_gradients
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import Cancelled, InvalidArgument
 from noise2art.methods.embedding_run import (
     CANCELLED,
@@ -126,14 +127,7 @@ class OptimizeConfig:
         self.seeds = V.check_seeds(self.seeds)
         check_int("iterations", self.iterations, 1)
         _check_positive("lr", self.lr)
-        if self.steps is not None:
-            V.check_steps(self.steps)
-        if self.guidance is not None:
-            V.check_guidance(self.guidance)
-        if self.scheduler is not None:
-            from noise2art.engine.schedulers import check_scheduler
-
-            check_scheduler(self.scheduler)
+        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler).check()
         plan = plan_gradients(self.grad_steps, self.steps or 1000)
         if plan.first_grad_step >= (self.steps or 1000):
             raise InvalidArgument("grad_steps", "must carry gradients: 'last', 'last-K', an int K >= 1 or 'all', not 'none'")
