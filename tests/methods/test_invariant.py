@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from noise2art.errors import InvalidArgument
+from tests.methods.nan_grad import NanGrad
 from noise2art.methods.invariant import (
     CANCELLED,
     COMPLETED,
@@ -302,21 +303,11 @@ def test_non_finite_score_stops_and_keeps_the_iterates_before_it(tiny_model, mon
     torch.testing.assert_close(result.final_embedding.cond, two.final_embedding.cond)
 
 
-class _NanGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * math.nan
-
-
 def test_non_finite_gradient_stops_without_an_update(tiny_model, monkeypatch):
     from noise2art.methods import invariant as inv
 
     original = inv.cosine_scores
-    monkeypatch.setattr(inv, "cosine_scores", lambda target, latents: original(target, _NanGrad.apply(latents)))
+    monkeypatch.setattr(inv, "cosine_scores", lambda target, latents: original(target, NanGrad.apply(latents)))
     config = InvariantConfig(target_seed=TARGET, iterations=3, lr=0.2, **FAST)
     result = invariant(tiny_model, PROMPT, config)
     assert result.stop_reason == inv.NAN_GRADIENT and result.iterations == 1

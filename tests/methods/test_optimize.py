@@ -10,6 +10,7 @@ import torch
 
 from noise2art import metrics
 from noise2art.errors import InvalidArgument
+from tests.methods.nan_grad import NanGrad
 from noise2art.methods.optimize import (
     CANCELLED,
     COMPLETED,
@@ -116,18 +117,8 @@ def test_nan_score_stops_and_keeps_last_good(tiny_model, scripted_metric):
     assert again[0] == pytest.approx(result.scores[1], rel=1e-5)
 
 
-class _NanGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * math.nan
-
-
 def test_nan_gradient_stops_without_moving(tiny_model, scripted_metric):
-    name = scripted_metric("nan_grad", lambda im: sharpness(_NanGrad.apply(im)))
+    name = scripted_metric("nan_grad", lambda im: sharpness(NanGrad.apply(im)))
     emb = tiny_model.encode([PROMPT])
     result = optimize(tiny_model, emb, OptimizeConfig(iterations=3, **{**FAST, "metric": name}))
     assert result.stop_reason == NAN_GRADIENT
