@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from noise2art.world.training import autoencoder, companions, unet
 from noise2art.world.training.checkpoint import load_checkpoint, save_checkpoint
@@ -57,16 +58,39 @@ def test_stages_log_and_checkpoint(tiny_runs):
     assert tiny_runs["scale"] > 0
 
 
-def test_training_resumes_where_it_stopped(tiny_runs):
-    cfg = tiny_runs["un_cfg"]
-    state = json.loads((tiny_runs["root"] / "unet" / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2
-    cfg.steps = 3
+def _adam_steps(run_dir) -> set[int]:
+    """The AdamW step counts stored in a run's checkpoint (one per parameter)."""
+    tensors = load_file(run_dir / "checkpoint" / "weights.safetensors")
+    counts = {int(v.item()) for k, v in tensors.items() if k.startswith("optimizer.") and k.endswith(".step")}
+    if not counts:  # a torch that keeps the step as a plain number stores it in state.json
+        scalars = json.loads((run_dir / "checkpoint" / "state.json").read_text())["optimizer"]["scalars"]
+        counts = {int(v) for k, v in scalars.items() if k.endswith(".step")}
+    return counts
+
+
+def test_training_resumes_where_it_stopped(tiny_runs, tmp_path, capsys):
+    """A longer run in a folder with a checkpoint continues from the saved step: it takes only
+    the missing steps, from the saved weights and optimizer state, and its log carries on."""
+    import dataclasses
+    import shutil
+
+    shutil.copytree(tiny_runs["root"] / "unet", tmp_path / "unet")
+    cfg = dataclasses.replace(tiny_runs["un_cfg"], run_dir=str(tmp_path / "unet"), steps=3)
+    run = tmp_path / "unet"
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 2
+    capsys.readouterr()
+
     unet.train(cfg, progress=False)
-    state = json.loads((tiny_runs["root"] / "unet" / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 3
-    lines = (tiny_runs["root"] / "unet" / "log.jsonl").read_text().splitlines()
-    assert json.loads(lines[-1])["step"] in (0, 2)  # logs every 25 steps: step 0 then nothing new past step 2
+
+    assert "at step 2" in capsys.readouterr().err
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["step"] == 3
+    # Logged steps: 0 and 1 (the last of 2) from the first run, then 2 (the last of 3) only;
+    # a restart would log step 0 again.
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2]
+    # The optimizer state was restored and took exactly one more step: a run that loaded the
+    # state but restarted the loop at 0 would count 5.
+    assert _adam_steps(run) == {3}
 
 
 def test_exported_folder_loads_and_generates(tiny_runs, tmp_path):

@@ -1,8 +1,8 @@
 """Entry point of the `noise2art` command.
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets
-`func(args) -> int` as the handler. Errors this package raises on purpose become one
-line on stderr and exit code 2; Ctrl-C exits with 130.
+`func(args) -> int` as the handler. Bad arguments, whether the parser finds them or the
+command does, become one line on stderr and exit code 2; Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
@@ -25,8 +25,31 @@ COMMAND_MODULES = [
 ]
 
 
+class ArgumentError(Exception):
+    """A command line the parser rejects; `main` prints it as one line and returns 2."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+    def line(self) -> str:
+        message = " ".join(str(self).split())  # some argparse messages span lines
+        return f"{self.prog}: error: {message} (see --help)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line instead of a usage block.
+
+    `add_subparsers` builds subparsers of the parent's class, so every command and
+    nested subcommand (`world train`, ...) is a `Parser` too.
+    """
+
+    def error(self, message: str):
+        raise ArgumentError(self.prog, message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="noise2art",
         description="User-controlled image generation beyond prompt engineering.",
     )
@@ -37,9 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_prog(args) -> str:
+    """`noise2art COMMAND [SUBCOMMAND]` as parsed, for messages about the whole line."""
+    words = [getattr(args, "command", None), getattr(args, "world_command", None)]
+    return " ".join(["noise2art"] + [w for w in words if w])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # Reported here rather than by the root parser, so the line names the command.
+            raise ArgumentError(_command_prog(args), f"unrecognized arguments: {' '.join(extra)}")
+    except ArgumentError as exc:
+        print(exc.line(), file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
