@@ -64,9 +64,8 @@ def resolve_precision(device: torch.device, dtype: torch.dtype, precision: str =
     """The dtype the denoiser runs in for no-grad sampling at `precision`.
 
     "model" is the model's dtype as loaded; "bf16" is bfloat16; "auto" is bfloat16 for an
-    fp32 model on a CPU with native bf16 (where a batch of 8 images samples about 1.6x
-    faster and images move by about 0.002 mean absolute pixel error; benchmarks/RESULTS.md),
-    else the model's dtype.
+    fp32 model on a CPU with native bf16 (faster batches, pixels moved by a few thousandths
+    on average: benchmarks/RESULTS.md has the measured figures), else the model's dtype.
     """
     check_precision(precision)
     if precision == "auto":
