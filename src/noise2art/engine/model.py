@@ -19,7 +19,7 @@ from noise2art.engine import validation as V
 from noise2art.engine.devices import check_precision, resolve_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
-from noise2art.engine.schedulers import make_scheduler
+from noise2art.engine.schedulers import SCHEDULERS, make_scheduler
 from noise2art.engine.settings import SampleSettings, SamplingOverrides
 from noise2art.engine.text import TextEncoder
 from noise2art.errors import InvalidArgument, Noise2ArtError
@@ -187,7 +187,7 @@ class Model:
 
         Args:
             overrides: a `SamplingOverrides` (None fields take the model's), or an already
-                resolved `SampleSettings` (returned as is, after its fields are merged).
+                resolved `SampleSettings` (resolved again to the same values, `fields` on top).
             fields: individual overrides on top (`steps=`, `guidance=`, ...); None is "not given".
 
         Returns:
@@ -205,12 +205,7 @@ class Model:
         precision = check_precision("model" if given.precision is None else given.precision)
         dtype = resolve_precision(self.device, self.dtype, precision)
         scheduler = given.scheduler
-        if scheduler is None:
-            scheduler_class = self.scheduler_class
-        else:
-            from noise2art.engine.schedulers import SCHEDULERS
-
-            scheduler_class = SCHEDULERS[scheduler].class_name
+        scheduler_class = self.scheduler_class if scheduler is None else SCHEDULERS[scheduler].class_name
         return SampleSettings(
             steps=steps, guidance=guidance, scheduler=scheduler, scheduler_class=scheduler_class,
             height=height, width=width, eta=0.0 if given.eta is None else float(given.eta),
