@@ -70,6 +70,7 @@ def main() -> None:
 
     import noise2art
     from noise2art.metrics.features import feature_kind
+    from noise2art.engine.settings import SamplingOverrides
     from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath, interpolate, render_frames
     from noise2art.methods.retime import RetimeConfig, model_distance, retime, step_ratio
 
@@ -80,13 +81,13 @@ def main() -> None:
     # (a) batched vs one frame per call.
     if "a" not in skip:
         a, b = model.encode([RETIME_PAIR[0]]), model.encode([RETIME_PAIR[1]])
-        cfg = InterpolationConfig(frames=args.frames, seed=args.seed, steps=args.steps)
+        cfg = InterpolationConfig(frames=args.frames, seed=args.seed, sampling=SamplingOverrides(steps=args.steps))
         path = InterpolationPath(model, [a, b], cfg)
         alphas = path.plan()
         emb, noise = path.embeddings(alphas), path.noises(alphas)
         batch = args.batch_size or args.frames
-        batched_cfg = InterpolationConfig(frames=args.frames, seed=args.seed, steps=args.steps, batch_size=batch)
-        single_cfg = InterpolationConfig(frames=args.frames, seed=args.seed, steps=args.steps, batch_size=1)
+        batched_cfg = InterpolationConfig(frames=args.frames, seed=args.seed, sampling=SamplingOverrides(steps=args.steps, batch_size=batch))
+        single_cfg = InterpolationConfig(frames=args.frames, seed=args.seed, sampling=SamplingOverrides(steps=args.steps, batch_size=1))
         render_frames(model, emb[:2], noise[:2], batched_cfg)  # warm-up
         t_batch, x_batch = timed(lambda: render_frames(model, emb, noise, batched_cfg))
         t_single, x_single = timed(lambda: render_frames(model, emb, noise, single_cfg))
@@ -102,7 +103,7 @@ def main() -> None:
     # (b) constant-speed re-timing.
     if "b" not in skip:
         a, b = model.encode([RETIME_PAIR[0]]), model.encode([RETIME_PAIR[1]])
-        cfg = InterpolationConfig(frames=args.retime_frames, seed=args.seed, steps=args.steps)
+        cfg = InterpolationConfig(frames=args.retime_frames, seed=args.seed, sampling=SamplingOverrides(steps=args.steps))
         t_retime, res = timed(lambda: retime(model, [a, b], cfg, RetimeConfig(refine=args.refine)))
         rows += [
             (f"(b) max/mean step ratio, even alphas ({args.retime_frames} frames)", f"{res.ratio_before:.2f}", ""),
@@ -123,7 +124,7 @@ def main() -> None:
             a, b = model.encode([pa]), model.encode([pb])
             per = {}
             for method in ("lerp", "slerp"):
-                cfg = InterpolationConfig(frames=args.smooth_frames, method=method, seed=args.seed, steps=args.steps)
+                cfg = InterpolationConfig(frames=args.smooth_frames, method=method, seed=args.seed, sampling=SamplingOverrides(steps=args.steps))
                 d = step_distances(distance, interpolate(model, [a, b], cfg).images)
                 per[method] = (float(d.max()), float(d.mean()), step_ratio(d))
                 stats[method].append(per[method])

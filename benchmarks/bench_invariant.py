@@ -85,7 +85,7 @@ def pick_target(model, embedding, candidates: list[int], sample_kwargs: dict) ->
     """
     import torch
 
-    classifier = model.extras["attributes"]
+    classifier = model.companions.attributes
     with torch.no_grad():
         images = model.render(embedding, candidates, **sample_kwargs)
         logits = classifier(images)
@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     import torch
 
     import noise2art
+    from noise2art.engine.settings import SamplingOverrides
     from noise2art.methods.invariant import (
         REFERENCE_EVAL_SEEDS,
         InvariantConfig,
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     model = noise2art.load_model(args.model, device=args.device, dtype=args.dtype)
     embedding = model.encode([args.prompt])
     sample_kwargs = dict(steps=args.steps, guidance=args.guidance, scheduler=args.scheduler)
-    has_classifier = "attributes" in model.extras
+    has_classifier = model.companions.attributes is not None
 
     # -- the target --
     target_note = "given"
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
 
     config = InvariantConfig(target_seed=target_seed, iterations=args.iterations, seeds_per_step=args.seeds_per_step,
                              stage_iterations=args.stage_iterations, max_stage=args.max_stage, mode=args.mode,
-                             lr=args.lr, seed=args.seed, **sample_kwargs)
+                             lr=args.lr, seed=args.seed, sampling=SamplingOverrides(**sample_kwargs))
     target_image = render_target(model, embedding, config)
 
     # -- the run --
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
           f"{after.mean_distance:.4f} ({-distance_drop:+.0f}%) | falls >= 40% |")
     print(f"| one iteration, {len(timing_seeds)} seeds to step {stop_after} (s) | {t_single:.3f} one by one | "
           f"{t_batched:.3f} batched ({t_single / t_batched:.2f}x) | >= 1.5x |")
-    print(f"| optimisation wall time (s) | | {result.seconds:.1f} ({result.seconds / max(1, result.iterations):.2f} "
+    print(f"| optimisation wall time (s) | | {result.total_seconds:.1f} ({result.total_seconds / max(1, result.iterations):.2f} "
           f"per iteration) | |")
     return 0
 

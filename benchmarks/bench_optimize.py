@@ -46,6 +46,8 @@ import sys
 import time
 from pathlib import Path
 
+from noise2art.engine.settings import SamplingOverrides
+
 PROMPTS = [
     # landscapes
     "a photo of a mountain range at sunset with a lake",
@@ -82,15 +84,15 @@ TARGETS = {
 
 # Variants measured by --sweep: (label, OptimizeConfig overrides).
 SWEEP = [
-    ("ddim 20, last", dict(steps=20, scheduler="ddim", grad_steps="last")),
-    ("ddim 20, last-2", dict(steps=20, scheduler="ddim", grad_steps="last-2")),
-    ("ddim 20, last-3 (default)", dict(steps=20, scheduler="ddim", grad_steps="last-3")),
-    ("ddim 20, all", dict(steps=20, scheduler="ddim", grad_steps="all")),
-    ("ddim 20, last-3, renorm 10", dict(steps=20, scheduler="ddim", grad_steps="last-3", renorm_every=10)),
-    ("ddim 20, last-3, renorm 1", dict(steps=20, scheduler="ddim", grad_steps="last-3", renorm_every=1)),
-    ("ddim 10, last-3", dict(steps=10, scheduler="ddim", grad_steps="last-3")),
-    ("dpm++2m 15, last-3", dict(steps=15, scheduler="dpm++2m", grad_steps="last-3")),
-    ("lms 70, last, renorm 1 (reference)", dict(steps=70, scheduler="lms", grad_steps="last", renorm_every=1)),
+    ("ddim 20, last", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="last")),
+    ("ddim 20, last-2", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="last-2")),
+    ("ddim 20, last-3 (default)", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="last-3")),
+    ("ddim 20, all", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="all")),
+    ("ddim 20, last-3, renorm 10", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="last-3", renorm_every=10)),
+    ("ddim 20, last-3, renorm 1", dict(sampling=SamplingOverrides(steps=20, scheduler="ddim"), grad_steps="last-3", renorm_every=1)),
+    ("ddim 10, last-3", dict(sampling=SamplingOverrides(steps=10, scheduler="ddim"), grad_steps="last-3")),
+    ("dpm++2m 15, last-3", dict(sampling=SamplingOverrides(steps=15, scheduler="dpm++2m"), grad_steps="last-3")),
+    ("lms 70, last, renorm 1 (reference)", dict(sampling=SamplingOverrides(steps=70, scheduler="lms"), grad_steps="last", renorm_every=1)),
 ]
 
 
@@ -146,7 +148,7 @@ def run_one(model, prompt: str, config, eval_seeds: list[int]) -> dict:
     from noise2art.methods.optimize import evaluate_on_seeds, optimize
 
     result = optimize(model, prompt, config)
-    kwargs = dict(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler)
+    kwargs = dict(sampling=config.sampling)
     ev_init, _, _ = evaluate_on_seeds(model, result.initial_embedding, config.metric, eval_seeds, **kwargs)
     ev_best, _, _ = evaluate_on_seeds(model, result.embedding, config.metric, eval_seeds, **kwargs)
     return dict(
@@ -213,7 +215,7 @@ def memory_child(args) -> None:
     model = noise2art.load_model(args.model, device=args.device, dtype=args.dtype)
     config = config_for("default", "sharpness", spec["iterations"], args.seed, **spec["overrides"])
     with torch.no_grad():  # warm-up: allocator pools, scheduler tables, kernels
-        model.render(PROMPTS[0], [args.seed], steps=config.steps, scheduler=config.scheduler)
+        model.render(PROMPTS[0], [args.seed], settings=config.sampling)
     cuda = model.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()

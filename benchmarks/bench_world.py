@@ -34,7 +34,7 @@ def classifier_accuracy(model, n: int, seed: int) -> dict[str, float]:
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255)
     preds = []
     for s in range(0, n, 250):
-        preds += model.extras["attributes"].predict(images[s:s + 250])
+        preds += model.companions.attributes.predict(images[s:s + 250])
     hits: dict[str, list[bool]] = {}
     for truth, pred in zip(data.attributes, preds):
         for fam, value in truth.items():
@@ -87,7 +87,7 @@ def main() -> None:
     acc = classifier_accuracy(model, args.classifier_images, seed=777)
     prompts = [(p, parse(p)) for p in held_out_prompts(args.prompts)]
     report = evaluate(model, prompts, seeds=args.seeds, steps=args.steps)
-    classify = model.extras["attributes"].predict
+    classify = model.companions.attributes.predict
     with torch.no_grad():
         single = classify(model.render("single color ball", seeds=list(range(20)), steps=args.steps))
         red = classify(model.render("red ball", seeds=list(range(20)), steps=args.steps))

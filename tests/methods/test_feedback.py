@@ -15,6 +15,7 @@ import noise2art
 from noise2art import space
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.devices import native_bf16
+from noise2art.engine.companions import Companions
 from noise2art.errors import InvalidArgument
 from noise2art.methods import feedback_store
 from noise2art.methods.feedback import (
@@ -504,7 +505,7 @@ def test_simulated_user_picks_the_candidate_nearest_the_target():
     target[:, 0] = 1.0  # red
 
     class ScriptedSession:
-        model = SimpleNamespace(extras={})
+        model = SimpleNamespace(companions=Companions())
         rounds = [3, 1]  # which candidate is red in each round
 
         def __init__(self):

@@ -10,6 +10,7 @@ import torch
 from noise2art import space
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.errors import InvalidArgument
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.methods.interpolate import (
     InterpolationConfig,
     InterpolationPath,
@@ -73,7 +74,7 @@ def test_locate_extrapolates_first_and_last_segment():
 
 def test_path_embeddings_follow_space_and_hit_keyframes(tiny_model, prompts):
     a, b, c = prompts
-    cfg = InterpolationConfig(frames=5, steps=STEPS)
+    cfg = InterpolationConfig(frames=5, sampling=SamplingOverrides(steps=STEPS))
     path = InterpolationPath(tiny_model, [a, b, c], cfg)
     alphas = path.plan()
     assert alphas.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -103,7 +104,7 @@ def test_other_methods(tiny_model, prompts, method, fn):
 
 def test_extrapolated_frames_continue_the_path(tiny_model, prompts):
     a, b, _ = prompts
-    cfg = InterpolationConfig(frames=3, range=(-0.5, 1.5), steps=STEPS, batch_size=3)
+    cfg = InterpolationConfig(frames=3, range=(-0.5, 1.5), sampling=SamplingOverrides(steps=STEPS, batch_size=3))
     res = interpolate(tiny_model, [a, b], cfg)
     assert res.alphas.tolist() == [-0.5, 0.5, 1.5]
     assert res.local_t.tolist() == [-0.5, 0.5, 1.5]
@@ -138,7 +139,7 @@ def test_joint_path_moves_prompt_and_noise_together(tiny_model, prompts):
 
 def test_keyframe_frames_equal_plain_renders(tiny_model, prompts):
     a, b, c = prompts
-    res = interpolate(tiny_model, [a, b, c], InterpolationConfig(frames=5, seed=3, steps=STEPS, batch_size=5))
+    res = interpolate(tiny_model, [a, b, c], InterpolationConfig(frames=5, seed=3, sampling=SamplingOverrides(steps=STEPS, batch_size=5)))
     ref = plain(tiny_model, PromptEmbedding.cat([a, b, c]), [3])
     assert torch.allclose(res.images[0], ref[0], atol=ATOL)
     assert torch.allclose(res.images[2], ref[1], atol=ATOL)  # the join, B
@@ -150,7 +151,7 @@ def test_keyframe_frames_equal_plain_renders(tiny_model, prompts):
 
 def test_seed_path_endpoints_equal_each_seed(tiny_model, prompts):
     a = prompts[0]
-    res = interpolate(tiny_model, [a], InterpolationConfig(frames=3, seed=5, seed_to=6, steps=STEPS, batch_size=3))
+    res = interpolate(tiny_model, [a], InterpolationConfig(frames=3, seed=5, seed_to=6, sampling=SamplingOverrides(steps=STEPS, batch_size=3)))
     ref = plain(tiny_model, a, [5, 6])
     assert torch.allclose(res.images[0], ref[0], atol=ATOL)
     assert torch.allclose(res.images[-1], ref[1], atol=ATOL)
@@ -160,14 +161,14 @@ def test_seed_path_endpoints_equal_each_seed(tiny_model, prompts):
 
 def test_batched_rendering_equals_one_by_one(tiny_model, prompts):
     a, b, _ = prompts
-    cfg = InterpolationConfig(frames=3, seed=2, seed_to=9, steps=STEPS)
+    cfg = InterpolationConfig(frames=3, seed=2, seed_to=9, sampling=SamplingOverrides(steps=STEPS))
     path = InterpolationPath(tiny_model, [a, b], cfg)
     alphas = path.plan()
     emb, noise = path.embeddings(alphas), path.noises(alphas)
     calls = []
-    batched = render_frames(tiny_model, emb, noise, InterpolationConfig(frames=3, seed=2, steps=STEPS, batch_size=3),
+    batched = render_frames(tiny_model, emb, noise, InterpolationConfig(frames=3, seed=2, sampling=SamplingOverrides(steps=STEPS, batch_size=3)),
                             callback=lambda i, total, lat: calls.append(lat.shape[0]))
-    single = render_frames(tiny_model, emb, noise, InterpolationConfig(frames=3, seed=2, steps=STEPS, batch_size=1))
+    single = render_frames(tiny_model, emb, noise, InterpolationConfig(frames=3, seed=2, sampling=SamplingOverrides(steps=STEPS, batch_size=1)))
     assert set(calls) == {3}  # all three frames went through the UNet together
     assert torch.allclose(batched, single, atol=ATOL)
 
@@ -186,9 +187,10 @@ def test_batched_rendering_equals_one_by_one(tiny_model, prompts):
     ({"range": (0.0,)}, "range"),
     ({"seed": -1}, "seed"),
     ({"seed_to": 2**63}, "seed_to"),
-    ({"steps": 0}, "steps"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"scheduler": "warp"}, "scheduler"),
+    ({"sampling": SamplingOverrides(steps=0)}, "steps"),
+    ({"sampling": SamplingOverrides(batch_size=0)}, "batch_size"),
+    ({"sampling": SamplingOverrides(scheduler="warp")}, "scheduler"),
+    ({"sampling": {"steps": 4}}, "sampling"),
 ])
 def test_config_rejects_bad_values(kwargs, name):
     with pytest.raises(InvalidArgument) as err:

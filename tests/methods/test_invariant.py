@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from tests.methods.nan_grad import NanGrad
 from noise2art.methods.invariant import (
@@ -28,7 +29,7 @@ from noise2art.methods.invariant import (
 PROMPT = "a red ball"
 TARGET = 7
 # Two stages of two iterations: stage 0 compares latents after 1 step, stage 1 after 2.
-FAST = dict(steps=3, stage_iterations=2, max_stage=1)
+FAST = dict(sampling=SamplingOverrides(steps=3), stage_iterations=2, max_stage=1)
 FRESH = [101, 102, 103, 104, 105]  # never drawn by the runs below (draws are in [0, 2^32) from seed 0)
 
 
@@ -102,15 +103,16 @@ def test_result_records_stages_slerp_and_seeds(runs):
                                                                                                  (1, 2, 2, 2)]
     assert all(len(seeds) == 3 and TARGET not in seeds for seeds in result.seeds)
     assert result.best_iteration in (2, 3)  # the best of the last stage reached
-    assert result.seconds >= sum(result.iteration_seconds) > 0
+    assert len(result.seconds) == result.iterations and all(t > 0 for t in result.seconds)
+    assert result.total_seconds == pytest.approx(result.setup_seconds + sum(result.seconds)) and result.setup_seconds > 0
 
 
 def test_each_iteration_sends_all_its_seeds_through_the_unet_in_one_batch(tiny_model):
     sizes: list[int] = []
     hook = tiny_model.unet.register_forward_pre_hook(lambda mod, args: sizes.append(int(args[0].shape[0])))
     try:
-        invariant(tiny_model, PROMPT, InvariantConfig(target_seed=TARGET, iterations=3, seeds_per_step=3, guidance=7.5,
-                                                      **FAST))
+        invariant(tiny_model, PROMPT, InvariantConfig(target_seed=TARGET, iterations=3, seeds_per_step=3,
+                                                      **{**FAST, "sampling": SamplingOverrides(steps=3, guidance=7.5)}))
     finally:
         hook.remove()
     # With guidance every call holds (uncond, cond) for each sample: the target is 1 sample (2 rows),
@@ -133,7 +135,8 @@ def test_stage_targets_are_the_target_seeds_latents_at_each_step(tiny_model, run
 
 def test_image_target_is_encoded_and_noised_to_each_step(tiny_model):
     image = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(0))
-    config = InvariantConfig(target_image=image, iterations=3, seed=11, scheduler="ddim", **FAST)
+    config = InvariantConfig(target_image=image, iterations=3, seed=11,
+                             **{**FAST, "sampling": SamplingOverrides(steps=3, scheduler="ddim")})
     with pytest.warns(UserWarning, match="48x40; resized, centre-cropped to 40x40 to the model's 32x32"):
         result = invariant(tiny_model, PROMPT, config)
     assert result.stop_reason == COMPLETED and result.target_seed is None and result.noise_seed == 11
@@ -235,11 +238,12 @@ def test_bad_config_names_the_field(fields, name):
 
 def test_max_stage_needs_enough_steps(tiny_model):
     with pytest.raises(InvalidArgument, match="max_stage"):
-        invariant(tiny_model, PROMPT, InvariantConfig(target_seed=1, steps=2, scheduler="ddim", max_stage=2))
+        invariant(tiny_model, PROMPT, InvariantConfig(target_seed=1, sampling=SamplingOverrides(steps=2, scheduler="ddim"),
+                                                      max_stage=2))
 
 
 def test_consistency_of_the_target_seed_itself_is_zero(tiny_model):
-    config = InvariantConfig(target_seed=TARGET, steps=3)
+    config = InvariantConfig(target_seed=TARGET, sampling=SamplingOverrides(steps=3))
     target = render_target(tiny_model, PROMPT, config)
     report = consistency(tiny_model, PROMPT, target, [TARGET, 1], steps=3)
     assert isinstance(report, ConsistencyReport) and report.feature_kind == "thumbnail"
@@ -265,7 +269,7 @@ BALL = {"scene": "still_life", "shape": "ball", "color": "red", "background": "p
 
 def test_agreement_counts_the_families_the_prompt_leaves_unnamed(tiny_model, monkeypatch):
     images = [dict(BALL), {**BALL, "color": "blue"}, {**BALL, "style": "oil"}]
-    monkeypatch.setitem(tiny_model.extras, "attributes", ScriptedClassifier(BALL, images))
+    monkeypatch.setattr(tiny_model.companions, "attributes", ScriptedClassifier(BALL, images))
     target = torch.rand(1, 3, 32, 32)
     report = consistency(tiny_model, PROMPT, target, [1, 2, 3], prompt="single color ball", steps=2)
     assert report.families == ["color", "background", "style", "modifier"]  # shape and scene are named
@@ -297,10 +301,12 @@ def test_non_finite_score_stops_and_keeps_the_iterates_before_it(tiny_model, mon
     result = invariant(tiny_model, PROMPT, InvariantConfig(**config))
     assert result.stop_reason == inv.NAN_SCORE and result.iterations == 2
     assert all(math.isfinite(s) for s in result.scores)
-    # The last good iterate is the one two updates made: what a two-iteration run ends with.
+    # The update that led to the non-finite score is not kept: the final embedding is the
+    # iterate that scored scores[1], the one a single update made (what a one-iteration run ends with).
     monkeypatch.setattr(inv, "cosine_scores", original)
-    two = invariant(tiny_model, PROMPT, InvariantConfig(**{**config, "iterations": 2}))
-    torch.testing.assert_close(result.final_embedding.cond, two.final_embedding.cond)
+    one = invariant(tiny_model, PROMPT, InvariantConfig(**{**config, "iterations": 1}))
+    torch.testing.assert_close(result.final_embedding.cond, one.final_embedding.cond)
+    assert not torch.equal(result.final_embedding.cond, result.initial_embedding.cond)
 
 
 def test_non_finite_gradient_stops_without_an_update(tiny_model, monkeypatch):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from noise2art import metrics
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from tests.methods.nan_grad import NanGrad
 from noise2art.methods.optimize import (
@@ -26,7 +27,7 @@ from noise2art.metrics import MetricUnavailable, sharpness
 PROMPT = "a red ball"
 # Sharpness of the tiny random model's images rises steadily under the gradient
 # (brightness barely moves there: the random VAE's output mean is nearly flat in the embedding).
-FAST = dict(metric="sharpness", steps=2, scheduler="ddim", grad_steps="last", lr=0.05)
+FAST = dict(metric="sharpness", sampling=SamplingOverrides(steps=2, scheduler="ddim"), grad_steps="last", lr=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +204,13 @@ def test_evaluate_on_seeds_matches_the_optimised_render(tiny_model, run):
 
 def test_reference_preset():
     ref = OptimizeConfig.reference("aesthetic", iterations=400)
-    assert (ref.steps, ref.scheduler, ref.grad_steps, ref.renorm_every) == (70, "lms", "last", 1)
+    assert (ref.sampling.steps, ref.sampling.scheduler, ref.grad_steps, ref.renorm_every) == (70, "lms", "last", 1)
     assert ref.loss_scale is None and ref.lr == 0.01 and ref.proximity == 0
     assert (ref.betas, ref.gammas, ref.eps) == ((0.9, 0.999), (0.9, 0.99), 1e-3)
     assert ref.metric == "aesthetic" and ref.iterations == 400
     ours = OptimizeConfig()
-    assert (ours.steps, ours.grad_steps, ours.renorm_every) != (ref.steps, ref.grad_steps, ref.renorm_every)
+    assert (ours.sampling.steps, ours.grad_steps, ours.renorm_every) != (ref.sampling.steps, ref.grad_steps,
+                                                                         ref.renorm_every)
 
 
 @pytest.mark.parametrize(
@@ -216,11 +218,12 @@ def test_reference_preset():
     [("iterations", 0), ("iterations", 2.5), ("lr", 0.0), ("lr", -1.0), ("lr", math.nan), ("lr", math.inf),
      ("grad_steps", "sideways"), ("grad_steps", "none"), ("grad_steps", 0), ("grad_steps", "last-x"),
      ("renorm_every", 0), ("proximity", -1.0), ("loss_scale", 0.0), ("seeds", []), ("steps", 0),
-     ("scheduler", "nope"), ("betas", (0.9, 1.5))],
+     ("scheduler", "nope"), ("betas", (0.9, 1.5)), ("sampling", {"steps": 20})],
 )
 def test_bad_config_names_the_field(field, value):
+    fields = {"sampling": SamplingOverrides(**{field: value})} if field in ("steps", "scheduler") else {field: value}
     with pytest.raises(InvalidArgument) as err:
-        OptimizeConfig(**{field: value}).check()
+        OptimizeConfig(**fields).check()
     assert err.value.name == field
 
 

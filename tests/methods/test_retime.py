@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from noise2art.errors import InvalidArgument
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.methods.interpolate import InterpolationConfig, interpolate
 from noise2art.methods.retime import RetimeConfig, arc_length_alphas, retime, retime_alphas, step_ratio
 
@@ -91,7 +92,7 @@ def test_step_ratio():
 
 def test_retime_on_the_model_with_an_injected_distance(tiny_model):
     a, b = tiny_model.encode(["a red ball"]), tiny_model.encode(["a blue cube"])
-    cfg = InterpolationConfig(frames=4, seed=1, seed_to=2, steps=2, batch_size=4)
+    cfg = InterpolationConfig(frames=4, seed=1, seed_to=2, sampling=SamplingOverrides(steps=2, batch_size=4))
     initial = interpolate(tiny_model, [a, b], cfg)
     seen = []
 

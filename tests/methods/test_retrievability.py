@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from noise2art.errors import InvalidArgument
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.methods.interpolate import InterpolationConfig
 from noise2art.methods.retrievability import (
     RetrievabilityConfig,
@@ -66,7 +67,7 @@ def test_profile_rejects_mismatched_input():
 
 def test_study_on_the_model(tiny_model):
     a, b, c = (tiny_model.encode([p]) for p in ("a red ball", "a blue cube", "a cat"))
-    cfg = InterpolationConfig(steps=2, batch_size=4)
+    cfg = InterpolationConfig(sampling=SamplingOverrides(steps=2, batch_size=4))
     seen = []
 
     def distance(x, y):

@@ -22,13 +22,13 @@ def test_loads_offline_with_companions(embedded):
     assert embedded.model_id == "world-64"
     assert embedded.embedding_shape == (32, 384)
     assert embedded.native_size == 64
-    assert set(embedded.extras) >= {"world_clip", "aesthetic", "attributes"}
+    assert set(embedded.companions.loaded()) >= {"world_clip", "aesthetic", "attributes"}
 
 
 def test_red_ball_is_classified_red(embedded):
     with torch.no_grad():
         images = embedded.render("a red ball", seeds=[0, 1, 2, 3, 4, 5], steps=20)
-    preds = embedded.extras["attributes"].predict(images)
+    preds = embedded.companions.attributes.predict(images)
     assert sum(p["color"] == "red" for p in preds) >= 4
     assert all(p["scene"] == "still_life" for p in preds)
 
@@ -36,7 +36,7 @@ def test_red_ball_is_classified_red(embedded):
 def test_landscape_prompt_gives_landscapes(embedded):
     with torch.no_grad():
         images = embedded.render("mountain with a sunset and a river", seeds=[0, 1, 2, 3], steps=20)
-    preds = embedded.extras["attributes"].predict(images)
+    preds = embedded.companions.attributes.predict(images)
     assert all(p["scene"] == "landscape" for p in preds)
 
 

@@ -101,12 +101,12 @@ def test_exported_folder_loads_and_generates(tiny_runs, tmp_path):
     model = noise2art.load_model(folder, device="cpu")
     assert model.embedding_shape == (32, 384)
     assert model.vae_scale_factor == 4 and model.native_size == 32
-    assert set(model.extras) >= {"world_clip", "aesthetic", "attributes"}
+    assert set(model.companions.loaded()) >= {"world_clip", "aesthetic", "attributes"}
     images = model.render("a red ball", seeds=[0, 1], steps=2)
     assert images.shape == (2, 3, 32, 32)
     assert model.aesthetic(images).shape == (2,)
     assert model.image_text(images, "a red ball").shape == (2,)
-    preds = model.extras["attributes"].predict(images)
+    preds = model.companions.attributes.predict(images)
     assert len(preds) == 2 and "color" in preds[0]
 
 

@@ -32,12 +32,14 @@ SAMPLING_FLAGS = ("steps", "guidance", "scheduler", "size", "batch_size", "preci
 
 def add_sampling_args(parser: argparse.ArgumentParser, *, steps_help: str = "the model's",
                       scheduler_help: str = "the model folder's own", guidance_help: str = "the model's",
-                      size: bool = True, batch: str = "images") -> None:
+                      size: bool = True, batch: str = "images", precision_note: str = "") -> None:
     """Declare `--steps --guidance --scheduler [--size] --batch-size --precision` on `parser`.
 
-    The `*_help` texts name each default in the help ("the model's" unless a method
-    has its own); `size=False` leaves `--size` out for commands whose size comes from
-    elsewhere.
+    Every command that renders declares its sampling flags here, so they read and default
+    alike everywhere (`sampling_overrides` turns them into `SamplingOverrides`). The
+    `*_help` texts name each default in the help ("the model's" unless a method has its
+    own); `size=False` leaves `--size` out for commands whose size comes from elsewhere;
+    `precision_note` says where the precision applies when not everywhere.
     """
     parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: {steps_help})")
     parser.add_argument("--guidance", type=float, default=None,
@@ -51,7 +53,8 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, steps_help: str = "the
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
                         help="the denoiser's precision where no gradients flow: auto (default: bf16 for an fp32 "
                         "model on a CPU with native bf16, else the model's dtype), model, bf16; "
-                        "benchmarks/RESULTS.md has the speed and pixel differences")
+                        "benchmarks/RESULTS.md has the speed and pixel differences"
+                        + (f"; {precision_note}" if precision_note else ""))
 
 
 def sampling_overrides(args, **fixed):

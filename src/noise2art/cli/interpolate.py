@@ -12,6 +12,7 @@ from pathlib import Path
 
 from noise2art.cli.common import (
     add_model_args,
+    add_sampling_args,
     blend_embedding,
     emit_json,
     free_path,
@@ -19,6 +20,7 @@ from noise2art.cli.common import (
     load_embedding_file,
     parse_blend,
     resolve_prompt,
+    sampling_overrides,
     save_image,
     slug,
     step_progress,
@@ -79,7 +81,7 @@ def parse_pairs(path: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+def _add_path_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise (default 0)")
     p.add_argument("--seed-to", type=int, default=None,
                    help="second seed: the noise moves from --seed to this one along the path (seed slerp)")
@@ -88,24 +90,15 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
                    help="LO..HI global alphas of the first and last frame, e.g. --range=-0.2..1.2 to extrapolate "
                         "(write it with '=' when LO is negative)")
     p.add_argument("--negative", default="", help="negative prompt for the text keyframes")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.add_argument("--scheduler", default=None, help="ddim, euler, dpm++2m, lms, pndm, ... (default: the model's)")
-    p.add_argument("--size", default=None, help="WxH in pixels (default: the model's native size)")
-    p.add_argument("--batch-size", type=int, default=None, help="frames per UNet batch (default: fits memory)")
+    add_sampling_args(p, batch="frames")
 
 
 def _config(args, frames: int):
     """An `InterpolationConfig` from the shared arguments (validated here, before any model loads)."""
-    from noise2art.engine import validation as V
     from noise2art.methods.interpolate import InterpolationConfig
 
-    height, width = V.parse_size(args.size) if args.size else (None, None)
-    return InterpolationConfig(
-        frames=frames, method=args.method, range=parse_range(args.range), seed=args.seed, seed_to=args.seed_to,
-        steps=args.steps, guidance=args.guidance, scheduler=args.scheduler, height=height, width=width,
-        batch_size=args.batch_size,
-    )
+    return InterpolationConfig(frames=frames, method=args.method, range=parse_range(args.range), seed=args.seed,
+                               seed_to=args.seed_to, sampling=sampling_overrides(args))
 
 
 def _preload_files(prompts: list[str]) -> dict[int, object]:
@@ -148,8 +141,7 @@ def _builds(frames: int) -> int:
 
 def _render_settings(model, config):
     """The `SampleSettings` the renders will use."""
-    return model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
-                         height=config.height, width=config.width, batch_size=config.batch_size)
+    return model.resolve(config.sampling)
 
 
 # --------------------------------------------------------------------------- register
@@ -174,7 +166,7 @@ def register(subparsers) -> None:
     p.add_argument("prompts", nargs="+", metavar="PROMPT",
                    help="keyframes A B [C ...] (text or @file.safetensors); one keyframe needs --seed-to")
     p.add_argument("--frames", type=int, default=24, help="number of frames in total, 2..10000 (default 24)")
-    _add_sampling_args(p)
+    _add_path_args(p)
     p.add_argument("--constant-speed", action="store_true",
                    help="re-time the frames so each step changes the image by the same amount")
     p.add_argument("--refine", type=int, default=None,
@@ -196,7 +188,7 @@ def register(subparsers) -> None:
     r.add_argument("--fine", type=int, default=64, help="samples along each path (default 64)")
     r.add_argument("--jump-factor", type=float, default=3.0,
                    help="a step is a jump when its speed exceeds this times the median speed (default 3)")
-    _add_sampling_args(r)
+    _add_path_args(r)
     r.add_argument("--out", default=None, help="output folder (default: a new folder under ./out)")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_model_args(r)
@@ -269,7 +261,7 @@ def run_interpolate(args) -> int:
     calls = _builds(config.frames)
     if retime_config is not None:
         # An upper bound: refinement may stop early and reuse frames.
-        per_round = config.batch_size or 8
+        per_round = config.sampling.batch_size or 8
         calls += math.ceil(retime_config.refine / per_round) + calls
     with torch.no_grad(), step_progress("interpolate", calls) as progress:
         alphas = path.plan()

@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, load_embedding_file,
-                                  percent_change, resolve_prompt, run_interruptible, save_image, slug, step_progress,
-                                  write_text)
+from noise2art.cli.common import (InterruptFlag, add_model_args, add_sampling_args, emit_json, free_path, load,
+                                  load_embedding_file, percent_change, resolve_prompt, run_interruptible,
+                                  sampling_overrides, save_image, slug, step_progress, write_text)
 from noise2art.errors import InvalidArgument
 
 
@@ -38,14 +38,15 @@ def register(subparsers) -> None:
                    help="seeds the random training seeds (and the noise of an image target); default 0")
     p.add_argument("--eval-seeds", type=int, default=4,
                    help="K fresh seeds evaluated besides the reference's 683395, 297009, 23916, 417016 (default 4)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's; reference 70)")
-    p.add_argument("--scheduler", default=None, help="scheduler (default: the model's; reference lms)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's; reference 7.5)")
     p.add_argument("--reference", action="store_true",
                    help="the reference's sampling settings (70 LMS steps, guidance 7.5); explicit flags still override")
     p.add_argument("--out", default=None, help="output folder (default: a new folder out/invariant_<prompt>)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (distances, agreements, seconds, paths) on stdout")
+    add_sampling_args(p, steps_help="the model's; reference 70", scheduler_help="the model folder's own; reference lms",
+                      guidance_help="the model's; reference 7.5", size=False, batch="evaluation images",
+                      precision_note="the optimisation itself always runs the model's dtype; this sets the "
+                                     "target and evaluation renders")
     add_model_args(p)
     p.set_defaults(func=run_invariant)
 
@@ -79,8 +80,7 @@ def build_config(args):
     if args.mode is not None and args.mode not in MODES:
         raise InvalidArgument("mode", f"must be one of {', '.join(MODES)}, got '{args.mode}'")
     overrides = {}
-    for name in ("iterations", "seeds_per_step", "stage_iterations", "max_stage", "lr", "mode", "steps", "scheduler",
-                 "guidance"):
+    for name in ("iterations", "seeds_per_step", "stage_iterations", "max_stage", "lr", "mode"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -94,6 +94,7 @@ def build_config(args):
         config = InvariantConfig.reference(**target, seed=args.seed, **overrides)
     else:
         config = InvariantConfig(**target, seed=args.seed, **overrides)
+    config.sampling = config.sampling.merged(sampling_overrides(args))
     return config.check()
 
 
@@ -103,7 +104,7 @@ def evaluation_seeds(config, result, fresh: int) -> list[int]:
 
     from noise2art.methods.invariant import REFERENCE_EVAL_SEEDS, draw_seeds
 
-    used = {config.noise_seed, *REFERENCE_EVAL_SEEDS, *(s for seeds in result.seeds for s in seeds)}
+    used = {config.noise_seed, *REFERENCE_EVAL_SEEDS, *result.seen_seeds()}
     # A generator of its own, so the evaluation seeds do not depend on how long the run was.
     return list(REFERENCE_EVAL_SEEDS) + draw_seeds(np.random.default_rng([config.seed, 1]), fresh, used)
 
@@ -144,12 +145,12 @@ def run_invariant(args) -> int:
     rows = ["iteration,stage,slerp,score,seconds,seeds"]
     rows += [f"{i},{st},{v!r},{s!r},{t:.6f},{' '.join(map(str, seeds))}"
              for i, (st, v, s, t, seeds) in enumerate(zip(result.stage_of, result.slerp, result.scores,
-                                                          result.iteration_seconds, result.seeds))]
+                                                          result.seconds, result.seeds))]
     files["scores"] = str(write_text(out / "scores.csv", "\n".join(rows) + "\n"))
 
     # -- before / after on the evaluation seeds -------------------------------------------
     eval_seeds = evaluation_seeds(config, result, args.eval_seeds)
-    kwargs = dict(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler, prompt=prompt)
+    kwargs = dict(sampling=config.sampling, prompt=prompt)
     before = after = None
     with InterruptFlag() as interrupted:
         try:
@@ -167,7 +168,7 @@ def run_invariant(args) -> int:
             files[name] = str(save_image(contact_sheet(to_pil(report.images), labels=labels), out / f"{name}.png"))
 
     cancelled = result.stop_reason == CANCELLED or after is None
-    ran = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler)
+    ran = result.settings
     summary = {
         "prompt": prompt,
         "target_seed": config.target_seed,
@@ -180,7 +181,7 @@ def run_invariant(args) -> int:
                     "best_score": s.best_score} for s in result.stages],
         "best_iteration": result.best_iteration,
         "best_score": result.best_score,
-        "seconds": result.seconds,
+        "seconds": result.total_seconds,
         "stop_reason": result.stop_reason,
         "stop_message": result.stop_message,
         "eval_seeds": eval_seeds,
@@ -209,7 +210,7 @@ def run_invariant(args) -> int:
     if args.json:
         emit_json(summary)
     else:
-        print(f"invariant: {result.iterations} iterations in {result.seconds:.1f} s ({result.stop_message}); "
+        print(f"invariant: {result.iterations} iterations in {result.total_seconds:.1f} s ({result.stop_message}); "
               f"best score {result.best_score:.1f} at iteration {result.best_iteration}")
         if before and after:
             print(f"distance to the target on {len(eval_seeds)} seeds ({before.feature_kind}): "
@@ -224,8 +225,3 @@ def run_invariant(args) -> int:
                 print("attribute agreement: n/a (no attribute classifier on this model)")
         print(f"results in {out}")
     return 130 if cancelled else 0
-
-
-
-
-

@@ -6,8 +6,9 @@ import math
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import (InterruptFlag, add_model_args, emit_json, free_path, load, percent_change,
-                                  resolve_prompt, run_interruptible, save_image, slug, write_text)
+from noise2art.cli.common import (InterruptFlag, add_model_args, add_sampling_args, emit_json, free_path, load,
+                                  percent_change, resolve_prompt, run_interruptible, sampling_overrides, save_image,
+                                  slug, write_text)
 from noise2art.errors import Cancelled, InvalidArgument
 
 
@@ -30,9 +31,6 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01)")
     p.add_argument("--grad-steps", default=None,
                    help="denoising steps carrying gradients: last, last-K, K or all (default: last-3; reference: last)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 20; reference 70)")
-    p.add_argument("--scheduler", default=None, help="scheduler (default ddim; reference lms)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--renorm-every", default=None,
                    help="rescale to the initial mean/std every N updates, or 'never' (default never; reference 1)")
     p.add_argument("--proximity", type=float, default=None,
@@ -47,6 +45,9 @@ def register(subparsers) -> None:
                    help="write a trajectory image every N iterations (default: about 10 images)")
     p.add_argument("--out", default=None, help="output folder (default: a new folder out/optimize_<prompt>)")
     p.add_argument("--json", action="store_true", help="print one JSON object with the scores and paths on stdout")
+    add_sampling_args(p, steps_help="20; reference 70", scheduler_help="ddim; reference lms", batch="seeds",
+                      precision_note="the optimisation itself always runs the model's dtype; this sets the "
+                                     "--eval-seeds renders")
     add_model_args(p)
     p.set_defaults(func=run_optimize)
 
@@ -65,12 +66,7 @@ def build_config(args):
     if args.grad_steps is not None:
         text = args.grad_steps.strip()
         config.grad_steps = int(text) if text.isdigit() else text
-    if args.steps is not None:
-        config.steps = args.steps
-    if args.scheduler is not None:
-        config.scheduler = args.scheduler
-    if args.guidance is not None:
-        config.guidance = args.guidance
+    config.sampling = config.sampling.merged(sampling_overrides(args))
     if args.renorm_every is not None:
         config.renorm_every = _parse_renorm(args.renorm_every)
     if args.proximity is not None:
@@ -123,10 +119,6 @@ def run_optimize(args) -> int:
     metric = get_metric(config.metric, context=model)  # MetricUnavailable says what to load
     config.metric = metric
     embedding, embedding_file = resolve_prompt(model, args.prompt, args.negative)
-    # The optimiser renders with the model's own UNet (gradients flow), so images record precision "model".
-    settings = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
-                             batch_size=config.batch_size, precision="model")
-    steps, guidance, scheduler = settings.steps, settings.guidance, settings.scheduler_label
 
     out = Path(args.out) if args.out else free_path(Path("out"), f"optimize_{slug(embedding.prompts[0])}", "")
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +127,9 @@ def run_optimize(args) -> int:
         lambda callback, cancel: optimize(model, embedding, config, callback=callback, cancel=cancel),
         config.iterations, f"optimize {metric.name}",
         lambda i, total, score, best: {"score": f"{score:.5g}", "best": f"{best:.5g}"})
+    # What every iterate ran with (the model's own UNet: gradients flow), as the images record it.
+    settings = result.settings
+    seeds = list(config.seeds)
 
     # -- write the results ---------------------------------------------------------------
     paths: dict[str, str] = {}
@@ -145,7 +140,7 @@ def run_optimize(args) -> int:
         pil = to_pil(images)
         if len(pil) == 1:
             return pil[0]
-        return contact_sheet(pil, labels=[f"seed {s}" for s in result.seeds])
+        return contact_sheet(pil, labels=[f"seed {s}" for s in seeds])
 
     for i, images in sorted(result.trajectory.items()):
         path = out / f"traj_{i:04d}.png"
@@ -167,11 +162,11 @@ def run_optimize(args) -> int:
     best_path = result.embedding.save(out / "best.safetensors")
     paths["best"] = str(best_path)
     if result.initial_images is not None:
-        paths["before"] = str(_save_result_image(sheet(result.initial_images), out / "before.png", result.seeds,
+        paths["before"] = str(_save_result_image(sheet(result.initial_images), out / "before.png", seeds,
                                                  embedding, embedding_file, settings,
                                                  model.model_id, __version__))
     if result.best_images is not None:
-        paths["after"] = str(_save_result_image(sheet(result.best_images), out / "after.png", result.seeds,
+        paths["after"] = str(_save_result_image(sheet(result.best_images), out / "after.png", seeds,
                                                 result.embedding, str(best_path), settings, model.model_id,
                                                 __version__))
 
@@ -182,8 +177,8 @@ def run_optimize(args) -> int:
         evaluation = dict(eval_seeds=None, eval_initial_mean=None, eval_initial_std=None, eval_best_mean=None,
                           eval_best_std=None)
     if args.eval_seeds and not cancelled:
-        eval_seeds = unseen_seeds(result.seeds, args.eval_seeds)
-        kwargs = dict(steps=steps, guidance=guidance, scheduler=settings.scheduler, batch_size=config.batch_size)
+        eval_seeds = unseen_seeds(result.seen_seeds() or seeds, args.eval_seeds)
+        kwargs = dict(sampling=config.sampling)
         try:
             with InterruptFlag() as interrupted:
                 init_mean, init_std, init_scores = evaluate_on_seeds(model, result.initial_embedding, metric,
@@ -200,7 +195,7 @@ def run_optimize(args) -> int:
         "metric": metric.name,
         "higher_is_better": metric.higher_is_better,
         "prompt": embedding.prompts[0],
-        "seeds": result.seeds,
+        "seeds": seeds,
         "initial_score": result.initial_score,
         "best_score": result.best_score,
         "best_iteration": result.best_iteration,
@@ -210,8 +205,8 @@ def run_optimize(args) -> int:
         "stop_reason": result.stop_reason,
         "stop_message": result.stop_message,
         "config": {
-            "mode": "reference" if args.reference else "default", "steps": steps, "scheduler": scheduler,
-            "guidance": guidance, "grad_steps": config.grad_steps, "renorm_every": config.renorm_every,
+            "mode": "reference" if args.reference else "default", "steps": settings.steps,
+            "scheduler": settings.scheduler_label, "guidance": settings.guidance, "grad_steps": config.grad_steps, "renorm_every": config.renorm_every,
             "lr": config.lr, "loss_scale": config.loss_scale if config.loss_scale is not None else metric.loss_scale,
             "proximity": config.proximity,
         },
@@ -234,12 +229,6 @@ def run_optimize(args) -> int:
                   f"{evaluation['eval_best_mean']:.5g} ± {evaluation['eval_best_std']:.3g}")
         print(f"results in {out}")
     return 130 if cancelled else 0
-
-
-
-
-
-
 
 
 def _save_result_image(image, path, seeds, embedding, embedding_file, settings,

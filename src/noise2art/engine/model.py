@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from noise2art.engine import validation as V
+from noise2art.engine.companions import Companions, aesthetic_scorer, image_text_scorer
 from noise2art.engine.devices import check_precision, resolve_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
@@ -38,7 +39,8 @@ class Model:
         device, dtype: where and in what precision the networks run.
         defaults: the model's recommended steps / guidance / scheduler (`SamplingOverrides`;
             a None scheduler is the folder's own scheduler config).
-        extras: companion networks (world CLIP, aesthetic head, ...) by name.
+        companions: the networks beside the denoiser (world CLIP, aesthetic head, attribute
+            classifiers, ...), a `Companions`.
         vocabulary: the words feedback sessions draw on, from the model folder's
             `vocabulary.json`: `groups` (`{group: [term, ...]}` to steer with), `style_terms`
             and `words` (for random prompts); None for a model without one (sessions then
@@ -53,12 +55,14 @@ class Model:
     device: torch.device
     dtype: torch.dtype
     defaults: SamplingOverrides = field(default_factory=SamplingOverrides)
-    extras: dict = field(default_factory=dict)
+    companions: Companions = field(default_factory=Companions)
     source: str = ""
     vocabulary: dict | None = None
     # Reduced-precision copies of the UNet for no-grad sampling, by dtype, each with the
     # UNet it was copied from (a replaced UNet gets a fresh copy).
     _denoisers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # An fp32 copy of a reduced-precision VAE, made the first time it decodes NaN.
+    _vae_fp32: torch.nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- geometry ------------------------------------------------------------------------
 
@@ -90,15 +94,11 @@ class Model:
     @property
     def aesthetic(self):
         """`images [B,3,H,W] -> [B]` aesthetic score, or None when no scorer is loaded."""
-        from noise2art.engine.companions import aesthetic_scorer
-
         return aesthetic_scorer(self)
 
     @property
     def image_text(self):
         """`(images, text) -> [B]` image-text similarity, or None without world CLIP."""
-        from noise2art.engine.companions import image_text_scorer
-
         return image_text_scorer(self)
 
     # -- text ----------------------------------------------------------------------------
@@ -356,11 +356,9 @@ class Model:
         if torch.isfinite(images).all():
             return images
         if self.vae.dtype != torch.float32:
-            fp32 = self.extras.get("_vae_fp32")
-            if fp32 is None:
-                fp32 = copy.deepcopy(self.vae).float()
-                self.extras["_vae_fp32"] = fp32
-            images = self._vae_decode(fp32, latents.float()).to(latents.dtype)
+            if self._vae_fp32 is None:
+                self._vae_fp32 = copy.deepcopy(self.vae).float()
+            images = self._vae_decode(self._vae_fp32, latents.float()).to(latents.dtype)
             if torch.isfinite(images).all():
                 return images
         raise Noise2ArtError("the VAE decoded NaN values (also in fp32); no image was written")

@@ -23,7 +23,7 @@ The maths and the choices are explained in ``docs/interpolation.md``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -75,8 +75,9 @@ class InterpolationConfig:
         seed: the seed of the initial noise (and of an ancestral scheduler's step noise).
         seed_to: a second seed: the initial noise then moves along ``slerp_noise`` from
             ``seed``'s noise (alpha 0) to ``seed_to``'s (alpha 1) together with the prompt.
-        steps, guidance, scheduler, height, width: sampling settings; None takes the model's.
-        batch_size: frames per UNet batch; None picks one from a memory budget.
+        sampling: steps, guidance, scheduler, size, frames per UNet batch, ...
+            (`SamplingOverrides`; None fields take the model's, the batch size one that
+            fits a memory budget).
         keep_first: hold row 0 (BOS / CLS) at the first keyframe's row 0 along the whole
             path, as the reference does; False interpolates it like the other rows.
     """
@@ -86,12 +87,7 @@ class InterpolationConfig:
     range: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
     seed_to: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str | None = None
-    height: int | None = None
-    width: int | None = None
-    batch_size: int | None = None
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     keep_first: bool = True
 
     def __post_init__(self):
@@ -113,10 +109,9 @@ class InterpolationConfig:
         V.check_seed(self.seed, "seed")
         if self.seed_to is not None:
             V.check_seed(self.seed_to, "seed_to")
-        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
-                          batch_size=self.batch_size).check()
-        if self.guidance is not None:
-            self.guidance = float(self.guidance)
+        if not isinstance(self.sampling, SamplingOverrides):
+            raise InvalidArgument("sampling", f"expected SamplingOverrides, got {type(self.sampling).__name__}")
+        self.sampling.check()
 
 
 @dataclass
@@ -258,7 +253,7 @@ class InterpolationPath:
         self.keyframes = _check_keyframes(model, keyframes)
         if len(self.keyframes) == 1 and config.seed_to is None:
             raise InvalidArgument("keyframes", "one keyframe makes a path only with a second seed (seed_to)")
-        self.height, self.width = model.resolve_size(config.height, config.width)
+        self.height, self.width = model.resolve_size(config.sampling.height, config.sampling.width)
         seeds = [config.seed] if config.seed_to is None else [config.seed, config.seed_to]
         # [S, C, h, w] float32 on the CPU: slerp in full precision, moved to the device per batch.
         self.noise = model.initial_noise(seeds, self.height, self.width).float().cpu()
@@ -400,8 +395,7 @@ def render_frames(
     n = max(len(model_emb), noises.shape[0])
     if len(model_emb) not in (1, n) or noises.shape[0] not in (1, n):
         raise InvalidArgument("noises", f"expected {len(model_emb)} noise tensors (one per embedding), got {noises.shape[0]}")
-    run = model.resolve(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
-                        height=config.height, width=config.width, batch_size=config.batch_size)
+    run = model.resolve(config.sampling)
     batch = run.batch_size
     n_calls = -(-n // batch)
     out = []

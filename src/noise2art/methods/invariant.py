@@ -63,15 +63,18 @@ from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck
 from noise2art.engine.schedulers import make_scheduler
-from noise2art.engine.settings import SamplingOverrides
-from noise2art.errors import Cancelled, InvalidArgument
+from noise2art.engine.settings import SampleSettings, SamplingOverrides
+from noise2art.errors import InvalidArgument
 from noise2art.methods.embedding_run import (
     CANCELLED,
     COMPLETED,
     NAN_GRADIENT,
     NAN_SCORE,
     EmbeddingRunResult,
+    LoopRecord,
+    Scored,
     check_int,
+    run_embedding_loop,
 )
 from noise2art.optim import AdamOnLion
 
@@ -133,8 +136,9 @@ class InvariantConfig:
         mode: "single-vector" (one row repeated over rows 1..L-1, the reference's) or
             "full" (rows 1..L-1 each free).
         lr: Adam-on-Lion learning rate (0.01); betas, gammas, eps: its coefficients.
-        steps, scheduler, guidance: sampling settings; None takes the model's defaults
-            (the reference: 70 LMS steps, guidance 7.5; see `reference()`).
+        sampling: steps, guidance, scheduler, ... (`SamplingOverrides`; None fields take
+            the model's; the reference: 70 LMS steps, guidance 7.5, see `reference()`).
+            Each iteration renders its `seeds_per_step` seeds in one batch.
         seed: seeds the stream of random training seeds (so a run is deterministic), and
             for an image target it is the noise the target latents are formed with.
         keep_best: `InvariantResult.embedding` is the best scored iterate of the last
@@ -150,9 +154,7 @@ class InvariantConfig:
     anneal: tuple[float, float] = (0.01, 0.00495)
     mode: str = "single-vector"
     lr: float = 0.01
-    steps: int | None = None
-    scheduler: str | None = None
-    guidance: float | None = None
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     seed: int = 0
     keep_best: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
@@ -162,7 +164,8 @@ class InvariantConfig:
     @classmethod
     def reference(cls, target_seed: int = REFERENCE_TARGET_SEED, **overrides) -> InvariantConfig:
         """The reference's run: target seed 510675, 70 LMS steps, guidance 7.5, single vector."""
-        settings = dict(target_seed=target_seed, steps=70, scheduler="lms", guidance=7.5, mode="single-vector")
+        settings = dict(target_seed=target_seed, sampling=SamplingOverrides(steps=70, scheduler="lms", guidance=7.5),
+                        mode="single-vector")
         settings.update(overrides)
         return cls(**settings)
 
@@ -190,7 +193,9 @@ class InvariantConfig:
                 "anneal", f"needs 0 <= v0 <= 1, dv >= 0 and v0 + dv (stage_iterations - 1) <= 1, got "
                           f"{self.anneal!r} (largest v {v_max:g})")
         V.check_seed(self.seed, "seed")
-        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler).check()
+        if not isinstance(self.sampling, SamplingOverrides):
+            raise InvalidArgument("sampling", f"expected SamplingOverrides, got {type(self.sampling).__name__}")
+        self.sampling.check()
         if not isinstance(self.keep_best, bool):
             raise InvalidArgument("keep_best", f"must be True or False, got {self.keep_best!r}")
         # The optimiser validates lr, betas, gammas and eps with the messages it owns.
@@ -236,12 +241,14 @@ class InvariantResult(EmbeddingRunResult):
         seed_scores: `[n][S]` the same per seed; `seeds`: `[n][S]` the seeds drawn.
         stage_of, slerp: `[n]` each iteration's stage and slerp factor v.
         stages: one `StageInfo` per stage reached.
-        iteration_seconds: `[n]` wall time of each iteration; `seconds` the whole run
-            (targets included).
+        seconds: `[n]` wall time of iteration i (a new stage's target included);
+            `setup_seconds` the time before the first (encoding, the image target).
         best_iteration: the best scored iterate of the last stage reached (None if none).
-        best_embedding, final_embedding: that iterate, and the one after the last update.
+        best_embedding, final_embedding: that iterate, and the one after the last update
+            (the last one with a finite score when a non-finite value stopped the run).
         initial_embedding: the prompt's embedding the run started from.
         stop_reason: "completed", "cancelled", "nan-score" or "nan-gradient".
+        settings: the `SampleSettings` the random seeds were rendered with.
         mode, target_seed, noise_seed: copied from the config (`target_seed` None for an
             image target; `noise_seed` the seed of the target noise).
     """
@@ -252,8 +259,8 @@ class InvariantResult(EmbeddingRunResult):
     stage_of: list[int]
     slerp: list[float]
     stages: list[StageInfo]
-    iteration_seconds: list[float]
-    seconds: float
+    seconds: list[float]
+    setup_seconds: float
     best_iteration: int | None
     best_embedding: PromptEmbedding
     final_embedding: PromptEmbedding
@@ -263,6 +270,7 @@ class InvariantResult(EmbeddingRunResult):
     mode: str
     target_seed: int | None
     noise_seed: int
+    settings: SampleSettings | None = None
     keep_best: bool = True
 
     @property
@@ -332,8 +340,8 @@ def check_stages(model, config: InvariantConfig) -> int:
     Stage `max_stage` compares latents after `max_stage + 1` UNet calls, so the schedule
     (`steps` with this scheduler) must make at least that many.
     """
-    steps = V.check_steps(model.defaults.steps if config.steps is None else config.steps)
-    n_timesteps = len(schedule_timesteps(model, steps, config.scheduler))
+    steps = V.check_steps(model.defaults.steps if config.sampling.steps is None else config.sampling.steps)
+    n_timesteps = len(schedule_timesteps(model, steps, config.sampling.scheduler))
     if config.max_stage + 1 > n_timesteps:
         raise InvalidArgument(
             "max_stage", f"stage {config.max_stage} compares latents after {config.max_stage + 1} denoising steps; "
@@ -376,8 +384,7 @@ def render_target(model, embedding: PromptEmbedding | str, config: InvariantConf
     if config.target_image is not None:
         return prepare_image(model, config.target_image)[0]
     with torch.no_grad():
-        return model.render(embedding, [config.target_seed], steps=config.steps, guidance=config.guidance,
-                            scheduler=config.scheduler)
+        return model.render(embedding, [config.target_seed], settings=config.sampling)
 
 
 # ----------------------------------------------------------------------------- the method
@@ -424,13 +431,15 @@ def invariant(
     if config is None:
         raise InvalidArgument("config", "give an InvariantConfig with a target_seed or a target_image")
     config.check()
-    tick_run = time.perf_counter()
+    tick = time.perf_counter()
     init = model.as_embedding(embedding) if isinstance(embedding, PromptEmbedding) else model.encode([embedding])
     if len(init) != 1:
         raise InvalidArgument("embedding", f"one prompt at a time (batch 1), got a batch of {len(init)}")
     init = init.detach()
     steps = check_stages(model, config)
-    sample_kwargs = dict(steps=steps, guidance=config.guidance, scheduler=config.scheduler)
+    # Targets and iterates run on the model's own UNet, so that every score compares alike.
+    run = model.resolve(config.sampling.merged(
+        SamplingOverrides(steps=steps, batch_size=config.seeds_per_step, precision="model")))
     noise_seed = config.noise_seed
     target_noise = model.initial_noise([noise_seed])  # [1, C, h, w]
 
@@ -444,10 +453,10 @@ def invariant(
 
     def target_at(stage: int) -> Tensor:
         if z0 is not None:
-            return noised_target(model, z0, target_noise, stage + 1, steps=steps, scheduler=config.scheduler)
+            return noised_target(model, z0, target_noise, stage + 1, steps=steps, scheduler=run.scheduler)
         with torch.no_grad():
             return model.sample(init, seeds=[noise_seed], latents=target_noise, stop_after=stage + 1,
-                                batch_size=1, **sample_kwargs)
+                                settings=run, batch_size=1)
 
     # Trainable rows in float32 (an fp16 model would lose Adam's small steps to rounding).
     row0 = init.cond[:, :1]  # [1, 1, D]
@@ -468,97 +477,64 @@ def invariant(
     exclude = {noise_seed}
     v0, dv = (float(a) for a in config.anneal)
     total = config.iterations
-    scores: list[float] = []
-    seed_scores: list[list[float]] = []
-    drawn: list[list[int]] = []
     stage_of: list[int] = []
     slerp: list[float] = []
-    iteration_seconds: list[float] = []
     stages: list[StageInfo] = []
-    best_iteration: int | None = None
-    best_param = start.clone()
-    stop_reason, stop_message = COMPLETED, f"completed {total} iterations"
-    target: Tensor | None = None
+    current: dict[str, Tensor] = {}
 
-    for i in range(total):
-        if cancel is not None and cancel():
-            stop_reason, stop_message = CANCELLED, f"cancelled before iteration {i}"
-            break
-        tick = time.perf_counter()
+    def evaluate(i: int) -> Scored:
         stage = min(i // config.stage_iterations, config.max_stage)
         if not stages or stages[-1].stage != stage:
             # A new stage compares one step later: its target latents are recomputed.
-            target = target_at(stage)
-            stages.append(StageInfo(stage, stage + 1, i, target.detach().to("cpu", torch.float32)))
+            current["target"] = target_at(stage)
+            stages.append(StageInfo(stage, stage + 1, i, current["target"].detach().to("cpu", torch.float32)))
         v = v0 + dv * (i % config.stage_iterations)
         seeds = draw_seeds(rng, config.seeds_per_step, exclude)
         start_noise = space.slerp_noise(model.initial_noise(seeds), target_noise, v)
-
-        optimizer.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            try:
-                # All seeds in one batch; every one of the stage+1 steps carries gradients.
-                latents = model.sample(as_embedding(param), seeds=seeds, latents=start_noise, grad_steps="all",
-                                       stop_after=stage + 1, batch_size=len(seeds), cancel=cancel, **sample_kwargs)
-            except Cancelled:
-                stop_reason, stop_message = CANCELLED, f"cancelled during iteration {i}"
-                break
-            per_seed = cosine_scores(target, latents)  # [S] float64
-            score = float(per_seed.detach().mean())
-            if not math.isfinite(score):
-                stop_reason, stop_message = NAN_SCORE, f"non-finite score at iteration {i}; kept the iterates before it"
-                break
-            (-per_seed.sum()).backward()
-
-        scores.append(score)
-        seed_scores.append([float(s) for s in per_seed.detach().cpu()])
-        drawn.append(seeds)
+        # All seeds in one batch; every one of the stage+1 steps carries gradients.
+        latents = model.sample(as_embedding(param), seeds=seeds, latents=start_noise, grad_steps="all",
+                               stop_after=stage + 1, settings=run, cancel=cancel)
+        per_seed = cosine_scores(current["target"], latents)  # [S] float64
         stage_of.append(stage)
         slerp.append(v)
+        return Scored(per_seed, seeds, -per_seed.sum())
+
+    def is_better(i: int, score: float, record: LoopRecord) -> bool:
+        # Scores of an earlier stage (another k) are not comparable: a stage's first score replaces them.
+        best = record.best_iteration
+        return best is None or stage_of[best] < stage_of[i] or score > record.scores[best]
+
+    def after_iteration(i: int, scored: Scored, record: LoopRecord) -> None:
         info = stages[-1]
         info.iterations += 1
+        score = record.scores[-1]
         if info.iterations == 1:
             info.initial_score = score
         info.final_score = score
-        # Scores of an earlier stage (another k) are not comparable: a stage's first score replaces them.
-        if best_iteration is None or stage_of[best_iteration] < stage or score > scores[best_iteration]:
-            best_iteration, best_param = i, param.detach().clone()
+        if record.best_iteration == i:
             info.best_score = score
-
-        stop = None
-        grad = param.grad
-        if grad is None or not torch.isfinite(grad).all():
-            stop = (NAN_GRADIENT, f"non-finite gradient at iteration {i}; kept the iterate scored there")
-        else:
-            optimizer.step()
-        iteration_seconds.append(time.perf_counter() - tick)
         if callback is not None:
-            callback(i, total, score, stage)
-        if stop is not None:
-            stop_reason, stop_message = stop
-            break
+            callback(i, total, score, stage_of[i])
 
+    setup_seconds = time.perf_counter() - tick
+    record = run_embedding_loop(param, optimizer, total, evaluate, is_better, cancel=cancel,
+                                after_iteration=after_iteration)
+    n = len(record.scores)  # an iteration that stopped the run is not recorded
     label = f"invariant({init.prompts[0]}, " + (f"seed {config.target_seed})" if config.target_seed is not None
                                                 else f"image, noise seed {noise_seed})")
-    final = param.detach().clone()  # no update follows a non-finite gradient: then it is the iterate scored last
     return InvariantResult(
-        scores=scores,
-        seed_scores=seed_scores,
-        seeds=drawn,
-        stage_of=stage_of,
-        slerp=slerp,
-        stages=stages,
-        iteration_seconds=iteration_seconds,
-        seconds=time.perf_counter() - tick_run,
-        best_iteration=best_iteration,
-        best_embedding=dataclasses.replace(as_embedding(best_param).detach(), prompts=[label]),
-        final_embedding=dataclasses.replace(as_embedding(final).detach(), prompts=[label]),
+        **record.result_fields(),
+        stage_of=stage_of[:n],
+        slerp=slerp[:n],
+        stages=[info for info in stages if info.iterations],
+        setup_seconds=setup_seconds,
+        best_embedding=dataclasses.replace(as_embedding(record.best_param).detach(), prompts=[label]),
+        final_embedding=dataclasses.replace(as_embedding(record.final_param).detach(), prompts=[label]),
         initial_embedding=init,
-        stop_reason=stop_reason,
-        stop_message=stop_message,
         mode=config.mode,
         target_seed=config.target_seed,
         noise_seed=noise_seed,
+        settings=run,
         keep_best=config.keep_best,
     )
 
@@ -620,12 +596,10 @@ def consistency(
     *,
     prompt: str | None = None,
     families: Sequence[str] | None = None,
-    steps: int | None = None,
-    guidance: float | None = None,
-    scheduler: str | None = None,
-    batch_size: int | None = None,
+    sampling: SamplingOverrides | SampleSettings | None = None,
     callback=None,
     cancel: CancelCheck | None = None,
+    **overrides,
 ) -> ConsistencyReport:
     """Render `embedding` on `seeds` and measure how close each image comes to `target_image`.
 
@@ -635,12 +609,12 @@ def consistency(
         prompt: the text whose unnamed attributes are compared (default: the embedding's
             prompt; give the original prompt for an optimised embedding).
         families: compare only these attribute families (default: all unnamed ones).
-        steps, guidance, scheduler, batch_size: sampling settings (default: the model's).
+        sampling, overrides: sampling settings, as `Model.sample` takes them (default: the model's).
         callback: a denoising callback `(step, total, latents)`.
 
     Returns:
         `ConsistencyReport`; attribute fields are None / empty on a model without
-        `extras["attributes"]`.
+        `companions.attributes`.
     """
     from noise2art.metrics.features import feature_kind, image_distance
 
@@ -651,9 +625,9 @@ def consistency(
         raise InvalidArgument("embedding", f"one prompt at a time (batch 1), got a batch of {len(emb)}")
     prompt = emb.prompts[0] if prompt is None else prompt
     with torch.no_grad():
-        latents = model.sample(emb, seeds, steps=steps, guidance=guidance, scheduler=scheduler,
-                               batch_size=batch_size, callback=callback, cancel=cancel)
-        images = model.decode(latents, batch_size=batch_size).float()
+        latents, run = model.sample(emb, seeds, settings=sampling, callback=callback, cancel=cancel,
+                                    return_settings=True, **overrides)
+        images = model.decode(latents, batch_size=run.batch_size).float()
         distances = image_distance(model, images, target.to(images.dtype)).float().cpu()
     report = ConsistencyReport(
         seeds=seeds,
@@ -662,7 +636,7 @@ def consistency(
         feature_kind=feature_kind(model),
         images=images.detach().cpu(),
     )
-    classifier = model.extras.get("attributes")
+    classifier = model.companions.attributes
     if classifier is None or not hasattr(classifier, "predict"):
         return report
     with torch.no_grad():

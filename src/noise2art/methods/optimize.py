@@ -35,15 +35,19 @@ import torch
 from noise2art.engine import validation as V
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, plan_gradients
-from noise2art.engine.settings import SamplingOverrides
-from noise2art.errors import Cancelled, InvalidArgument
-from noise2art.methods.embedding_run import (
-    CANCELLED,
-    COMPLETED,
-    NAN_GRADIENT,
-    NAN_SCORE,
+from noise2art.engine.settings import SampleSettings, SamplingOverrides
+from noise2art.errors import InvalidArgument
+from noise2art.methods.embedding_run import (  # the stop reasons are re-exported for callers
+    CANCELLED,  # noqa: F401
+    COMPLETED,  # noqa: F401
+    NAN_GRADIENT,  # noqa: F401
+    NAN_SCORE,  # noqa: F401
     EmbeddingRunResult,
+    LoopRecord,
+    Scored,
+    StopRun,
     check_int,
+    run_embedding_loop,
 )
 from noise2art.metrics import Metric, get_metric
 from noise2art.optim import AdamOnLion
@@ -68,8 +72,10 @@ class OptimizeConfig:
             later one scores the embedding after one more update (so `iterations - 1`
             optimiser steps are taken).
         lr: Adam-on-Lion learning rate (the reference's 0.01).
-        steps, scheduler, guidance: sampling settings; None takes the model's default
-            (guidance: the reference used SD's 7.5, the model default for SD checkpoints).
+        sampling: steps, guidance, scheduler, batch size, ... (`SamplingOverrides`; None
+            fields take the model's). Ours: 20 DDIM steps; guidance the model's (the
+            reference used SD's 7.5, the model default for SD checkpoints). A batch size
+            left unset renders all seeds in one batch.
         grad_steps: denoising steps that carry gradients: "last", "last-K", an int K or
             "all" (K > 1 checkpoints each UNet call, so memory stays near one step's).
         renorm_every: rescale rows 1.. of cond and uncond to their initial mean and std
@@ -82,7 +88,6 @@ class OptimizeConfig:
         keep_best: `OptimizeResult.embedding` is the best scored iterate (True) or the
             last one (False). The best is always reported.
         betas, gammas, eps: Adam-on-Lion coefficients (the reference's defaults).
-        batch_size: samples per UNet batch; None renders all seeds in one batch.
         trajectory_every: keep the images of every n-th iteration (and the last) in
             `OptimizeResult.trajectory`; None keeps none.
     """
@@ -91,9 +96,7 @@ class OptimizeConfig:
     seeds: Sequence[int] = (0,)
     iterations: int = 50
     lr: float = 0.01
-    steps: int | None = 20
-    scheduler: str | None = "ddim"
-    guidance: float | None = None
+    sampling: SamplingOverrides = field(default_factory=lambda: SamplingOverrides(steps=20, scheduler="ddim"))
     grad_steps: GradSteps = "last-3"
     renorm_every: int | None = None
     loss_scale: float | None = None
@@ -102,7 +105,6 @@ class OptimizeConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     gammas: tuple[float, float] = (0.9, 0.99)
     eps: float = 1e-3
-    batch_size: int | None = None
     trajectory_every: int | None = None
 
     @classmethod
@@ -111,7 +113,7 @@ class OptimizeConfig:
         only, renormalisation after every update, the metric's own loss scale, lr 0.01.
         Keyword arguments override single fields (seeds, iterations, ...)."""
         settings = dict(
-            metric=metric, steps=70, scheduler="lms", grad_steps="last", renorm_every=1, loss_scale=None,
+            metric=metric, sampling=SamplingOverrides(steps=70, scheduler="lms"), grad_steps="last", renorm_every=1, loss_scale=None,
             lr=0.01, betas=(0.9, 0.999), gammas=(0.9, 0.99), eps=1e-3, proximity=0.0,
         )
         settings.update(overrides)
@@ -127,9 +129,12 @@ class OptimizeConfig:
         self.seeds = V.check_seeds(self.seeds)
         check_int("iterations", self.iterations, 1)
         _check_positive("lr", self.lr)
-        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler).check()
-        plan = plan_gradients(self.grad_steps, self.steps or 1000)
-        if plan.first_grad_step >= (self.steps or 1000):
+        if not isinstance(self.sampling, SamplingOverrides):
+            raise InvalidArgument("sampling", f"expected SamplingOverrides, got {type(self.sampling).__name__}")
+        self.sampling.check()
+        steps = self.sampling.steps or 1000
+        plan = plan_gradients(self.grad_steps, steps)
+        if plan.first_grad_step >= steps:
             raise InvalidArgument("grad_steps", "must carry gradients: 'last', 'last-K', an int K >= 1 or 'all', not 'none'")
         if self.renorm_every is not None:
             check_int("renorm_every", self.renorm_every, 1)
@@ -137,8 +142,6 @@ class OptimizeConfig:
             _check_positive("loss_scale", self.loss_scale)
         if not (isinstance(self.proximity, int | float) and math.isfinite(self.proximity) and self.proximity >= 0):
             raise InvalidArgument("proximity", f"must be a finite number >= 0, got {self.proximity!r}")
-        if self.batch_size is not None:
-            check_int("batch_size", self.batch_size, 1)
         if self.trajectory_every is not None:
             check_int("trajectory_every", self.trajectory_every, 1)
         # The optimiser validates lr, betas, gammas and eps with the messages it owns.
@@ -155,27 +158,31 @@ class OptimizeResult(EmbeddingRunResult):
 
     Attributes:
         metric: the metric's name; `higher_is_better` its direction.
-        seeds: the seeds rendered each iteration.
         scores: `[n]` score of iteration i (the embedding after i updates).
-        seed_scores: `[n][S]` the same per seed.
-        seconds: `[n]` wall time of iteration i (render, score, backward, update).
+        seed_scores: `[n][S]` the same per seed; `seeds`: `[n][S]` the seeds rendered
+            (the config's, every iteration).
+        seconds: `[n]` wall time of iteration i (render, score, backward, update);
+            `setup_seconds` the time before the first (encoding, binding the metric).
         best_iteration: index into `scores` of the best iterate (None if none was scored).
         best_score, best_embedding, best_images: that iterate; images `[S, 3, H, W]` on CPU.
         initial_score, initial_images: iteration 0 (the unmodified embedding).
         initial_embedding: the embedding the run started from.
-        final_embedding: the last iterate with a finite score.
+        final_embedding: the iterate after the last update, or the last one with a finite
+            score when a non-finite value stopped the run.
         stop_reason: "completed", "cancelled", "nan-score", "nan-gradient" or "nan-latents".
         stop_message: one line saying why it stopped.
+        settings: the `SampleSettings` every render ran with.
         trajectory: iteration -> images `[S, 3, H, W]` (every `trajectory_every`-th).
         keep_best: copied from the config; selects `embedding`.
     """
 
     metric: str
     higher_is_better: bool
-    seeds: list[int]
+    seeds: list[list[int]]
     scores: list[float]
     seed_scores: list[list[float]]
     seconds: list[float]
+    setup_seconds: float
     best_iteration: int | None
     best_score: float
     best_embedding: PromptEmbedding
@@ -186,12 +193,9 @@ class OptimizeResult(EmbeddingRunResult):
     final_embedding: PromptEmbedding
     stop_reason: str
     stop_message: str
+    settings: SampleSettings | None = None
     trajectory: dict[int, torch.Tensor] = field(default_factory=dict)
     keep_best: bool = True
-
-    @property
-    def total_seconds(self) -> float:
-        return float(sum(self.seconds))
 
     def gain(self) -> float:
         """Best minus initial score, oriented so that an improvement is positive."""
@@ -232,6 +236,7 @@ def optimize(
         `OptimizeResult`. A NaN score or gradient ends the run early, keeping the last
         iterate with a finite score (`stop_reason` says which).
     """
+    tick = time.perf_counter()
     config = (config or OptimizeConfig()).check()
     metric = config.metric if isinstance(config.metric, Metric) else get_metric(config.metric, context=model)
     if not metric.bound:
@@ -243,8 +248,10 @@ def optimize(
     seeds = list(config.seeds)
     loss_scale = metric.loss_scale if config.loss_scale is None else float(config.loss_scale)
     sign = 1.0 if metric.higher_is_better else -1.0
-    sample_kwargs = dict(steps=config.steps, guidance=config.guidance, scheduler=config.scheduler,
-                         batch_size=config.batch_size or len(seeds))
+    # Every iterate is rendered by the model's own UNet, so that all scores are alike (a
+    # precision override applies to renders outside the loop, such as `evaluate_on_seeds`).
+    run = model.resolve(config.sampling.merged(
+        SamplingOverrides(batch_size=config.sampling.batch_size or len(seeds), precision="model")))
 
     # The trainable tensor holds rows 1.. of uncond and cond in float32 (an fp16 model
     # would lose Adam's small steps to rounding); row 0 stays outside it, untouched.
@@ -255,105 +262,66 @@ def optimize(
     target_std = start.std(dim=(1, 2), keepdim=True)
     start_sq = start.pow(2).sum().clamp_min(1e-12)
     optimizer = AdamOnLion([param], lr=config.lr, betas=config.betas, gammas=config.gammas, eps=config.eps)
+    total = config.iterations
 
     def as_embedding(p: torch.Tensor) -> PromptEmbedding:
         p = p.to(init.cond.dtype)
         return init.with_tensors(torch.cat([row0_cond, p[1:2]], dim=1), torch.cat([row0_uncond, p[0:1]], dim=1))
 
-    scores: list[float] = []
-    seed_scores: list[list[float]] = []
-    seconds: list[float] = []
-    trajectory: dict[int, torch.Tensor] = {}
-    best_iteration: int | None = None
-    best_value = -math.inf  # oriented
-    best_param = start.clone()
-    best_images: torch.Tensor | None = None
-    initial_images: torch.Tensor | None = None
-    last_good = start.clone()
-    stop_reason, stop_message = COMPLETED, f"completed {config.iterations} iterations"
-    total = config.iterations
-
-    for i in range(total):
-        if cancel is not None and cancel():
-            stop_reason, stop_message = CANCELLED, f"cancelled before iteration {i}"
-            break
-        tick = time.perf_counter()
-        last = i == total - 1
-        optimizer.zero_grad(set_to_none=True)
+    def evaluate(i: int) -> Scored:
         # The last iteration is only scored: no update follows it, so it needs no graph.
+        last = i == total - 1
         with torch.set_grad_enabled(not last):
-            try:
-                latents = model.sample(as_embedding(param), seeds, grad_steps=config.grad_steps, cancel=cancel,
-                                       **sample_kwargs)
-            except Cancelled:
-                stop_reason, stop_message = CANCELLED, f"cancelled during iteration {i}"
-                break
+            latents = model.sample(as_embedding(param), seeds, settings=run, grad_steps=config.grad_steps,
+                                   cancel=cancel)
             if not torch.isfinite(latents).all():
-                stop_reason = NAN_LATENTS
-                stop_message = f"non-finite latents at iteration {i}; kept the last finite iterate"
-                break
-            images = model.decode(latents, batch_size=sample_kwargs["batch_size"])
+                raise StopRun(NAN_LATENTS, f"non-finite latents at iteration {i}; kept the last finite iterate")
+            images = model.decode(latents, batch_size=run.batch_size)
             raw = metric(images)  # [S]
-            score = float(raw.detach().float().mean())
-            if not math.isfinite(score):
-                stop_reason = NAN_SCORE
-                stop_message = f"NaN score at iteration {i}; kept the last iterate with a finite score"
-                break
+            loss = None
             if not last:
                 loss = -(sign * raw).mean() * loss_scale
                 if config.proximity:
                     loss = loss + config.proximity * (param - start).pow(2).sum() / start_sq
-                loss.backward()
+        return Scored(raw.float(), seeds, loss, images.detach().to("cpu", torch.float32))
 
-        # Record this iterate (its score is finite) before any update moves it.
-        images_cpu = images.detach().to("cpu", torch.float32)
-        scores.append(score)
-        seed_scores.append([float(v) for v in raw.detach().float().cpu()])
-        last_good = param.detach().clone()
+    def is_better(i: int, score: float, record: LoopRecord) -> bool:
+        return record.best_iteration is None or sign * score > sign * record.scores[record.best_iteration]
+
+    kept: dict[str, torch.Tensor] = {}
+    trajectory: dict[int, torch.Tensor] = {}
+
+    def after_update(updates: int) -> None:
+        if config.renorm_every and updates % config.renorm_every == 0:
+            renormalise_(param, target_mean, target_std)
+
+    def after_iteration(i: int, scored: Scored, record: LoopRecord) -> None:
         if i == 0:
-            initial_images = images_cpu
-        if sign * score > best_value:
-            best_value, best_iteration = sign * score, i
-            best_param, best_images = last_good, images_cpu
-        if config.trajectory_every and (i % config.trajectory_every == 0 or last):
-            trajectory[i] = images_cpu
-
-        stop = None
-        if not last:
-            grad = param.grad
-            if grad is None or not torch.isfinite(grad).all():
-                stop = (NAN_GRADIENT, f"non-finite gradient at iteration {i}; kept iteration {i}")
-            else:
-                optimizer.step()
-                updates = i + 1
-                if config.renorm_every and updates % config.renorm_every == 0:
-                    with torch.no_grad():
-                        renormalise_(param, target_mean, target_std)
-        seconds.append(time.perf_counter() - tick)
+            kept["initial"] = scored.images
+        if record.best_iteration == i:
+            kept["best"] = scored.images
+        if config.trajectory_every and (i % config.trajectory_every == 0 or i == total - 1):
+            trajectory[i] = scored.images
         if callback is not None:
-            callback(i, total, score, sign * best_value)
-        if stop is not None:
-            stop_reason, stop_message = stop
-            break
+            callback(i, total, record.scores[-1], record.scores[record.best_iteration])
 
-    best_score = sign * best_value if best_iteration is not None else math.nan
+    setup_seconds = time.perf_counter() - tick
+    record = run_embedding_loop(param, optimizer, total, evaluate, is_better, cancel=cancel,
+                                after_update=after_update, after_iteration=after_iteration)
+    best = record.best_iteration
     return OptimizeResult(
         metric=metric.name,
         higher_is_better=metric.higher_is_better,
-        seeds=seeds,
-        scores=scores,
-        seed_scores=seed_scores,
-        seconds=seconds,
-        best_iteration=best_iteration,
-        best_score=best_score,
-        best_embedding=_named(as_embedding(best_param).detach(), metric.name, "best"),
-        best_images=best_images,
-        initial_score=scores[0] if scores else math.nan,
-        initial_images=initial_images,
+        **record.result_fields(),
+        setup_seconds=setup_seconds,
+        best_score=record.scores[best] if best is not None else math.nan,
+        best_embedding=_named(as_embedding(record.best_param).detach(), metric.name, "best"),
+        best_images=kept.get("best"),
+        initial_score=record.scores[0] if record.scores else math.nan,
+        initial_images=kept.get("initial"),
         initial_embedding=init,
-        final_embedding=_named(as_embedding(last_good).detach(), metric.name, "final"),
-        stop_reason=stop_reason,
-        stop_message=stop_message,
+        final_embedding=_named(as_embedding(record.final_param).detach(), metric.name, "final"),
+        settings=run,
         trajectory=trajectory,
         keep_best=config.keep_best,
     )
@@ -377,16 +345,17 @@ def evaluate_on_seeds(
     metric: str | Metric,
     seeds: Sequence[int],
     *,
-    steps: int | None = None,
-    guidance: float | None = None,
-    scheduler: str | None = None,
-    batch_size: int | None = None,
+    sampling: SamplingOverrides | SampleSettings | None = None,
     cancel: CancelCheck | None = None,
+    **overrides,
 ) -> tuple[float, float, list[float]]:
     """Render `embedding` on `seeds` (no gradients) and score each image.
 
     Use it on seeds the optimisation never saw, for the initial and the best embedding,
     to check that a gain generalises (the reference's evaluation on other seeds).
+
+    Args:
+        sampling, overrides: sampling settings, as `Model.sample` takes them.
 
     Returns:
         `(mean, std, scores)`: the raw metric's mean and population std over the seeds,
@@ -396,9 +365,9 @@ def evaluate_on_seeds(
     if not isinstance(metric, Metric):
         metric = get_metric(metric, context=model)
     with torch.no_grad():
-        latents = model.sample(embedding, seeds, steps=steps, guidance=guidance, scheduler=scheduler,
-                               batch_size=batch_size, cancel=cancel)
-        scores = metric(model.decode(latents, batch_size=batch_size)).float().cpu()
+        latents, run = model.sample(embedding, seeds, settings=sampling, cancel=cancel, return_settings=True,
+                                    **overrides)
+        scores = metric(model.decode(latents, batch_size=run.batch_size)).float().cpu()
     values = [float(v) for v in scores]
     mean = float(scores.mean())
     std = float(scores.std(correction=0)) if len(values) > 1 else 0.0
@@ -408,7 +377,6 @@ def evaluate_on_seeds(
 def _named(emb: PromptEmbedding, metric: str, which: str) -> PromptEmbedding:
     """Label the optimised embedding so a saved file says where it came from."""
     return dataclasses.replace(emb, prompts=[f"optimize({emb.prompts[0]}, {metric}, {which})"])
-
 
 
 def _check_positive(name: str, value) -> None:

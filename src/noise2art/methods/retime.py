@@ -10,7 +10,7 @@ arc-length reparameterisation of a curve, with the curve known only at rendered 
 
 Distances come from `noise2art.metrics.features.image_distance`: world-CLIP image
 embeddings on the embedded model, colour thumbnails on Stable Diffusion checkpoints
-(a CLIP vision model in ``model.extras["clip_vision"]`` takes precedence). Any
+(a CLIP vision model in ``model.companions.clip_vision`` takes precedence). Any
 ``distance(x [B,3,H,W], y [B,3,H,W]) -> [B]`` may be passed instead.
 """
 
@@ -336,7 +336,7 @@ def retime(
         return path.render(alphas, callback=callback, cancel=cancel)
 
     plan = retime_alphas(initial.alphas, initial.images, render, distance, retime_config,
-                         per_round=config.batch_size or 8)
+                         per_round=config.sampling.batch_size or 8)
     result = path.result(plan.alphas, plan.images)
     return RetimeResult(interpolation=result, before=initial, ratio_before=plan.ratio_before,
                         ratio_after=plan.ratio_after, plan=plan)

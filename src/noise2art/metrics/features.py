@@ -4,7 +4,7 @@ On the embedded model the features are world-CLIP image embeddings (unit vectors
 distance measures change in what the picture shows rather than in its pixels. A model
 without world CLIP (any Stable Diffusion checkpoint) falls back to normalised 32x32
 colour thumbnails: crude but model-free, deterministic and differentiable. A CLIP
-vision model put in `model.extras["clip_vision"]` (see `metrics.laion`) takes precedence
+vision model put in `model.companions.clip_vision` (see `metrics.laion`) takes precedence
 over the thumbnails.
 """
 
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 def feature_kind(model) -> str:
     """Which features `image_features` uses for this model: "world-clip", "clip" or "thumbnail"."""
-    if "world_clip" in model.extras:
+    if model.companions.world_clip is not None:
         return "world-clip"
-    if "clip_vision" in model.extras:
+    if model.companions.clip_vision is not None:
         return "clip"
     return "thumbnail"
 
@@ -27,9 +27,9 @@ def image_features(model, images: torch.Tensor) -> torch.Tensor:
     """`images [B, 3, H, W]` in [0, 1] -> unit feature vectors `[B, F]`."""
     kind = feature_kind(model)
     if kind == "world-clip":
-        return model.extras["world_clip"].encode_image(images.float())
+        return model.companions.world_clip.encode_image(images.float())
     if kind == "clip":
-        return F.normalize(model.extras["clip_vision"](images.float()), dim=-1)
+        return F.normalize(model.companions.clip_vision(images.float()), dim=-1)
     thumb = F.interpolate(images.float(), size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
     flat = thumb.flatten(1)
     return F.normalize(flat - 0.5, dim=-1)

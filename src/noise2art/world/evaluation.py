@@ -138,10 +138,10 @@ def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int 
     """
     from noise2art.errors import ModelLoadError
 
-    if "attributes" not in model.extras:
+    if model.companions.attributes is None:
         raise ModelLoadError(f"model '{model.model_id}' has no attribute classifiers; world eval needs the embedded model")
-    classifier = model.extras["attributes"]
-    clip = model.extras.get("world_clip")
+    classifier = model.companions.attributes
+    clip = model.companions.world_clip
     reports, gen_feats, ref_feats = [], [], []
     family_scores: dict[str, list[float]] = {}
     size = model.native_size
