@@ -1,4 +1,4 @@
-"""`noise2art world train` and `world export` from the command line, on a tiny run."""
+"""`noise2art world train` and `world export` from the command line, on a tiny run; flags `world train` refuses."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 
 from noise2art.cli.main import main
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_train_all_then_export_gives_a_model_that_loads_and_generates(tmp_path, capsys):
     runs = tmp_path / "runs"
     common = ["--runs", str(runs), "--n-images", "16", "--size", "32"]
@@ -33,6 +32,7 @@ def test_train_all_then_export_gives_a_model_that_loads_and_generates(tmp_path, 
     assert image.size == (32, 32) and np.asarray(image).std() > 0
 
 
+@pytest.mark.slow
 def test_shipped_vocabulary_is_what_export_writes():
     """The embedded model's vocabulary.json and the exporter cannot drift apart."""
     from noise2art.engine.registry import DEFAULT_MODEL, embedded_path
@@ -40,3 +40,37 @@ def test_shipped_vocabulary_is_what_export_writes():
 
     shipped = json.loads((embedded_path(DEFAULT_MODEL) / "vocabulary.json").read_text())
     assert shipped == vocabulary_spec()
+
+
+@pytest.mark.parametrize("stage", ["autoencoder", "clip", "aesthetic", "attributes"])
+@pytest.mark.parametrize("flag, value", [("--focus", "snow=3"), ("--init-from", "some/model")])
+def test_unet_only_flags_are_refused_for_other_stages(tmp_path, capsys, monkeypatch, stage, flag, value):
+    """--focus and --init-from only shape UNet training: on another stage they are refused
+    (one stderr line naming the flag, exit 2) before anything is rendered or trained."""
+    from noise2art.world.training import autoencoder, companions
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("training started despite a refused flag")
+
+    for module, name in [(autoencoder, "train"), (companions, "train_clip"), (companions, "train_aesthetic"),
+                         (companions, "train_attributes")]:
+        monkeypatch.setattr(module, name, must_not_run)
+    runs = tmp_path / "runs"
+    assert main(["world", "train", stage, "--runs", str(runs), "--n-images", "4", "--size", "32", flag, value]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("noise2art world") and flag in lines[0] and stage in lines[0]
+    assert not runs.exists()
+
+
+def test_unet_only_flags_reach_the_unet_stage(tmp_path, monkeypatch):
+    """The same flags on the unet stage are passed on to its training config, not refused."""
+    from noise2art.world.training import unet
+
+    seen = {}
+    monkeypatch.setattr(unet, "train", lambda cfg: seen.update(init_from=cfg.init_from, focus=cfg.focus))
+    argv = ["world", "train", "unet", "--runs", str(tmp_path / "runs"), "--n-images", "4", "--size", "32",
+            "--focus", "snow=3", "--init-from", "some/model"]
+    assert main(argv) == 0
+    assert seen["init_from"] == "some/model" and seen["focus"] == {"snow": 3.0}

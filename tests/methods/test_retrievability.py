@@ -80,7 +80,10 @@ def test_study_on_the_model(tiny_model):
     assert res.prompts == ("a red ball", "a blue cube")
     summary = res.summary()
     assert {"max_mean_ratio", "basins", "jumps"} <= summary.keys()
-    assert all(0 < bs["share"] <= 1 for bs in summary["basins"])
+    # The profile's step distances are the injected distance between consecutive returned frames...
+    assert torch.allclose(res.profile.distances.float(), distance(res.images[:-1], res.images[1:]).float(), atol=1e-6)
+    # ...and basins plus jump steps tile the path exactly (3 steps of 1/3).
+    assert sum(bs["share"] for bs in summary["basins"]) + len(summary["jumps"]) / 3 == pytest.approx(1.0)
 
     study = retrievability_study(tiny_model, [(a, b), (a, c)], cfg, RetrievabilityConfig(fine=3, keep_images=False),
                                  distance=distance)
@@ -88,7 +91,18 @@ def test_study_on_the_model(tiny_model):
     s = study.summary
     ratios = [r.max_mean_ratio for r in study.results]
     assert s.pairs == 2 and s.max_mean_ratio.max == max(ratios) and s.max_mean_ratio.mean == pytest.approx(sum(ratios) / 2)
-    assert s.largest_basin_share.max <= 1.0
+    assert s.largest_basin_share.max == max(r.profile.largest_basin_share for r in study.results)
+
+
+def test_path_from_a_prompt_to_itself_is_flat(tiny_model):
+    """Same prompt and seed at both ends: every frame is the same image, so each step
+    distance is ~0, while a path to another prompt moves clearly."""
+    a, b = tiny_model.encode(["a red ball"]), tiny_model.encode(["a blue cube"])
+    cfg = InterpolationConfig(sampling=SamplingOverrides(steps=2, batch_size=4))
+    same = retrievability(tiny_model, a, a, cfg, RetrievabilityConfig(fine=4))
+    other = retrievability(tiny_model, a, b, cfg, RetrievabilityConfig(fine=4))
+    assert float(other.profile.distances.min()) > 0
+    assert float(same.profile.distances.max()) < 1e-3 * float(other.profile.distances.min())
 
 
 def test_summarize_needs_results():

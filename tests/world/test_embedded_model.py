@@ -41,11 +41,17 @@ def test_landscape_prompt_gives_landscapes(embedded):
 
 
 def test_world_eval_json(capsys, tmp_path):
+    """Adherence tells right labels from wrong ones: the same prompts and seeds (so the same
+    images) score high against the attributes they name and low against contradicting ones."""
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("a red ball\na forest at night\n")
+    prompts.write_text("a red ball\na forest at night\n"
+                       '{"prompt": "a red ball", "attributes": {"color": "blue", "shape": "cube"}}\n'
+                       '{"prompt": "a forest at night", "attributes": {"time": "day"}}\n')
     code = main(["world", "eval", "--prompts", str(prompts), "--seeds", "2", "--steps", "4", "--precision", "bf16",
                  "--json"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0
-    assert out["n_images"] == 4 and 0.0 <= out["mean_adherence"] <= 1.0
-    assert {"color", "shape", "time", "trees"} <= set(out["per_family"])
+    assert out["n_images"] == 8 and {"color", "shape", "time", "trees"} <= set(out["per_family"])
+    right, wrong = [p["adherence"] for p in out["prompts"][:2]], [p["adherence"] for p in out["prompts"][2:]]
+    assert min(right) >= 0.75 and max(wrong) <= 0.25, (right, wrong)
+    assert out["mean_adherence"] == pytest.approx(sum(right + wrong) / 4)

@@ -88,9 +88,19 @@ def _override(cfg, args):
     return cfg
 
 
+def _check_unet_only(args) -> None:
+    """--focus and --init-from shape the UNet's training only; elsewhere they would be ignored, so refuse them."""
+    if args.stage in ("unet", "all"):
+        return
+    for flag, value in (("--focus", args.focus), ("--init-from", args.init_from)):
+        if value is not None:
+            raise InvalidArgument(flag, f"only the 'unet' stage (or 'all') uses it, not '{args.stage}'")
+
+
 def _train(args) -> int:
     from noise2art.world.training import autoencoder, companions, unet
 
+    _check_unet_only(args)
     plan = _plan(args)
     stages = ["autoencoder", "unet", "clip", "aesthetic", "attributes"] if args.stage == "all" else [args.stage]
     clip = None

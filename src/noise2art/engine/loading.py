@@ -211,8 +211,15 @@ def load_single_file(path: Path, device: torch.device, dtype: torch.dtype, confi
         pipe = StableDiffusionPipeline.from_single_file(str(path), **kwargs)
     except Exception as exc:  # diffusers raises many types here; all mean "cannot read this checkpoint"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "meta tensor" in reason:  # diffusers leaves the weights a checkpoint lacks unallocated
+            reason = "the checkpoint lacks some of the model's weights"
         hint = "" if config else "; offline, pass config=<diffusers folder or hub id> (CLI: --config)"
         raise ModelLoadError(f"cannot load checkpoint '{path.name}' ({reason[:160]}){hint}") from None
+    for part in ("unet", "vae", "text_encoder"):  # the text encoder's gaps surface only here
+        missing = [k for k, t in getattr(pipe, part).state_dict().items() if t.is_meta]
+        if missing:
+            raise ModelLoadError(f"cannot load checkpoint '{path.name}' (its {part} lacks {len(missing)} "
+                                 f"weights, e.g. '{missing[0]}')")
     text = TextEncoder(
         pipe.tokenizer, pipe.text_encoder.to(device, dtype), pipe.tokenizer.model_max_length,
         pass_mask=bool(getattr(pipe.text_encoder.config, "use_attention_mask", False)),
