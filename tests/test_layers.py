@@ -53,3 +53,19 @@ def test_no_import_cycles():
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
+
+
+# Each layer and the packages it must never import (everything above it).
+ABOVE = {
+    "engine": ("noise2art.world", "noise2art.methods", "noise2art.service", "noise2art.store", "noise2art.cli"),
+    "methods": ("noise2art.service", "noise2art.store", "noise2art.cli"),
+    "store": ("noise2art.engine", "noise2art.methods", "noise2art.world", "noise2art.service", "noise2art.cli"),
+    "service": ("noise2art.cli",),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(ABOVE))
+def test_layers_import_downward_only(layer):
+    offenders = {module_name(p): sorted(m for m in imports(p) if m.startswith(ABOVE[layer]))
+                 for p in (SRC / layer).rglob("*.py")}
+    assert {k: v for k, v in offenders.items() if v} == {}

@@ -8,6 +8,7 @@ Diffusion tools read (prompt; `Negative prompt: ...`; `Steps: .., Sampler: .., .
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -87,15 +88,26 @@ class GenerationParams:
         return "\n".join(lines)
 
 
-def save_png(image: Image.Image, params: GenerationParams, path: str | os.PathLike) -> Path:
-    """Write `image` with its parameters; written to a temporary name first, then renamed."""
-    path = Path(path)
+def _png_info(params: GenerationParams) -> PngImagePlugin.PngInfo:
     info = PngImagePlugin.PngInfo()
     for key, value in asdict(params).items():
         info.add_itxt(key, str(value))
     info.add_itxt("noise2art", json.dumps(asdict(params)))
     info.add_itxt("parameters", params.infotext())
-    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+    return info
+
+
+def save_png(image: Image.Image, params: GenerationParams, path: str | os.PathLike) -> Path:
+    """Write `image` with its parameters; written to a temporary name first, then renamed."""
+    info = _png_info(params)
+    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+
+
+def png_bytes(image: Image.Image, params: GenerationParams) -> bytes:
+    """The PNG `save_png` writes, as bytes (the store keeps it content-addressed)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=_png_info(params))
+    return buffer.getvalue()
 
 
 def read_params(path: str | os.PathLike) -> GenerationParams | dict:

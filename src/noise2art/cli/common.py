@@ -167,7 +167,7 @@ def blend_embedding(model, pairs: list[tuple[str, float]], negative: str | None 
     (weights normalised to sum 1, row 0 from the first part), so the result is an affine
     combination that stays on the embeddings' scale.
     """
-    from noise2art import space
+    from noise2art.methods.blend import blend_embeddings
 
     if not pairs:
         raise InvalidArgument("blend", "needs at least one PROMPT:WEIGHT part")
@@ -178,14 +178,8 @@ def blend_embedding(model, pairs: list[tuple[str, float]], negative: str | None 
             parts.append(model.as_embedding(load_embedding_file(prompt, "blend")))
         else:
             parts.append(model.encode([prompt], negative))
-    first = parts[0]
-    for other in parts[1:]:
-        first.check_compatible(other)
-    weights = [w for _, w in pairs]
-    cond = space.blend([p.cond[0] for p in parts], weights)  # [L, D]
-    uncond = space.blend([p.uncond[0] for p in parts], weights)
     label = ", ".join(f"{p}:{w:g}" for p, w in pairs)
-    return first.with_tensors(cond[None], uncond[None], prompts=[f"blend({label})"])
+    return blend_embeddings(parts, [w for _, w in pairs], f"blend({label})")
 
 
 def emit_json(obj) -> None:

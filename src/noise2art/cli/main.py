@@ -22,6 +22,9 @@ COMMAND_MODULES = [
     "noise2art.cli.optimize",
     "noise2art.cli.invariant",
     "noise2art.cli.world",
+    "noise2art.cli.serve",
+    "noise2art.cli.store",
+    "noise2art.cli.user",
 ]
 
 
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_prog(args) -> str:
     """`noise2art COMMAND [SUBCOMMAND]` as parsed, for messages about the whole line."""
-    words = [getattr(args, "command", None), getattr(args, "world_command", None)]
+    words = [getattr(args, "command", None)] + [getattr(args, f"{name}_command", None)
+                                                 for name in ("world", "store", "user")]
     return " ".join(["noise2art"] + [w for w in words if w])
 
 

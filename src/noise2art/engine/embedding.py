@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
+from safetensors.torch import save as save_bytes
 from safetensors import safe_open
 
 from noise2art.errors import InvalidArgument
@@ -23,6 +25,21 @@ from noise2art.files import atomic_write
 
 FORMAT = "noise2art.prompt-embedding"
 FORMAT_VERSION = "1"
+
+
+def _header_metadata(data: bytes) -> dict:
+    """The `__metadata__` of a safetensors file held in memory (the header is JSON, read
+    without touching the tensors)."""
+    if len(data) < 8:
+        raise ValueError("too short for a safetensors file")
+    size = int.from_bytes(data[:8], "little")
+    if size > len(data) - 8 or size > 1 << 20:
+        raise ValueError("the header length is out of range")
+    header = json.loads(data[8:8 + size])
+    meta = header.get("__metadata__", {}) if isinstance(header, dict) else {}
+    if not isinstance(meta, dict):
+        raise ValueError("the metadata is not a table")
+    return meta
 
 
 @dataclass
@@ -149,16 +166,7 @@ class PromptEmbedding:
             h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write a `.safetensors` file (float32 states; model id and prompts in the metadata).
-
-        The file is written next to its target and renamed into place, so an interrupted
-        save never leaves a half-written artifact.
-        """
-        path = Path(path)
-        if path.suffix != ".safetensors":
-            raise InvalidArgument("path", f"embeddings are saved as .safetensors, got '{path.name}'")
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def _file_parts(self) -> tuple[dict, dict]:
         tensors = {
             "cond": self.cond.detach().to("cpu", torch.float32).contiguous(),
             "uncond": self.uncond.detach().to("cpu", torch.float32).contiguous(),
@@ -171,6 +179,39 @@ class PromptEmbedding:
             "prompts": json.dumps(self.prompts),
             "negative": json.dumps(self.negative),
         }
+        return tensors, metadata
+
+    def to_bytes(self) -> bytes:
+        """The `.safetensors` file `save` writes, as bytes."""
+        tensors, metadata = self._file_parts()
+        return save_bytes(tensors, metadata=metadata)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, model_id: str | None = None, shape: tuple[int, int] | None = None,
+                   name: str = "embedding") -> "PromptEmbedding":
+        """Read `to_bytes` output (or an uploaded file): safetensors only, never a pickle.
+
+        Checks the format, the model and the shape like `load`, and that every value is
+        finite. `name` is how errors call the data.
+        """
+        try:
+            metadata = _header_metadata(data)
+            tensors = load_bytes(data)
+        except (SafetensorError, ValueError, OSError) as exc:
+            raise InvalidArgument("embedding", f"{name} is not a readable .safetensors embedding ({exc})") from None
+        return cls._from_parts(tensors, metadata, model_id, shape, name)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a `.safetensors` file (float32 states; model id and prompts in the metadata).
+
+        The file is written next to its target and renamed into place, so an interrupted
+        save never leaves a half-written artifact.
+        """
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise InvalidArgument("path", f"embeddings are saved as .safetensors, got '{path.name}'")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors, metadata = self._file_parts()
         return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
@@ -190,20 +231,32 @@ class PromptEmbedding:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise InvalidArgument("embedding", f"'{path}' is not a readable .safetensors embedding ({exc})") from None
+        return cls._from_parts(tensors, metadata, model_id, shape, f"'{path.name}'")
+
+    @classmethod
+    def _from_parts(cls, tensors: dict, metadata: dict, model_id: str | None, shape: tuple[int, int] | None,
+                    name: str) -> "PromptEmbedding":
         if metadata.get("format") != FORMAT or not {"cond", "uncond", "mask"} <= tensors.keys():
-            raise InvalidArgument("embedding", f"'{path}' is not a noise2art prompt embedding")
-        emb = cls(
-            cond=tensors["cond"],
-            uncond=tensors["uncond"],
-            mask=tensors["mask"],
-            model_id=metadata.get("model_id", ""),
-            prompts=json.loads(metadata.get("prompts", "[]")),
-            negative=json.loads(metadata.get("negative", "[]")),
-        )
+            raise InvalidArgument("embedding", f"{name} is not a noise2art prompt embedding")
+        for key in ("cond", "uncond"):
+            t = tensors[key]
+            if t.ndim != 3 or not t.is_floating_point() or not torch.isfinite(t).all():
+                raise InvalidArgument("embedding", f"{name}: '{key}' must be a finite float tensor [B, L, D]")
+        try:
+            emb = cls(
+                cond=tensors["cond"],
+                uncond=tensors["uncond"],
+                mask=tensors["mask"],
+                model_id=metadata.get("model_id", ""),
+                prompts=json.loads(metadata.get("prompts", "[]")),
+                negative=json.loads(metadata.get("negative", "[]")),
+            )
+        except (ValueError, TypeError) as exc:  # shapes that do not agree, metadata that is not JSON
+            raise InvalidArgument("embedding", f"{name} is not a valid prompt embedding ({exc})") from None
         if model_id is not None and emb.model_id != model_id:
             raise InvalidArgument(
-                "embedding", f"'{path.name}' was made by model '{emb.model_id}', not by the loaded model '{model_id}'"
+                "embedding", f"{name} was made by model '{emb.model_id}', not by the loaded model '{model_id}'"
             )
         if shape is not None and emb.shape != tuple(shape):
-            raise InvalidArgument("embedding", f"'{path.name}' has shape {list(emb.shape)}, the model expects {list(shape)}")
+            raise InvalidArgument("embedding", f"{name} has shape {list(emb.shape)}, the model expects {list(shape)}")
         return emb

@@ -1,0 +1,1 @@
+"""The routers: `api` (the REST API under /api/v1) and `pages` (the login form)."""

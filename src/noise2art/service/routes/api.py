@@ -1,0 +1,432 @@
+"""The REST API under `/api/v1` (OpenAPI at `/openapi.json`).
+
+Handlers validate (pydantic first, then the model's cheap checks: size, scheduler,
+embedding shape), write rows and wake the worker; they never run the UNet. Every URL
+names rows by id; no request reaches the filesystem except through the store's
+content-addressed paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from noise2art import __version__
+from noise2art.engine.embedding import PromptEmbedding
+from noise2art.errors import InvalidArgument
+from noise2art.service import schemas as S
+from noise2art.service.runners import sampling_of, save_embedding, stored_embedding
+from noise2art.service.security import COOKIE, LOGIN_LIFETIME_S, check_login, hash_token, new_login, request_owner
+from noise2art.store import decode_cursor
+
+router = APIRouter(prefix="/api/v1")
+Owner = Annotated[str, Depends(request_owner)]
+IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
+IMMUTABLE = "public, max-age=31536000, immutable"
+RETRY_AFTER_S = 2
+EVENT_POLL_S = 0.2
+KEEPALIVE_S = 15.0
+
+
+def _state(request: Request):
+    return request.app.state
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+def submit(request: Request, owner: str, kind: str, body: dict, priority: str = "interactive") -> Response:
+    """Queue a job (or find the identical one already queued, running or done): 202."""
+    state = _state(request)
+    config, store = state.config, state.store
+    key_text = json.dumps({"kind": kind, "model": state.model.model_id, "request": body}, sort_keys=True)
+    request_key = hashlib.sha256(key_text.encode()).hexdigest()
+    duplicate = store.find_duplicate(request_key, owner)
+    if duplicate is not None:
+        return _created(duplicate, deduplicated=True)
+    if store.count_pending() >= config.max_pending or store.count_pending(owner) >= config.max_pending_per_user:
+        raise HTTPException(429, "the job queue is full; try again shortly",
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    job = store.create_job(kind, body, owner=owner, priority=S.PRIORITIES[priority], request_key=request_key,
+                           rerunnable=True)
+    store.add_event("job.queued", {"job_id": job["id"], "kind": kind}, job_id=job["id"], owner=owner)
+    state.worker.notify()
+    return _created(job)
+
+
+def _created(job: dict, deduplicated: bool = False) -> Response:
+    body = S.JobCreated(job_id=job["id"], status=job["status"], deduplicated=deduplicated)
+    return Response(body.model_dump_json(), status_code=202, media_type="application/json",
+                    headers={"Location": f"/api/v1/jobs/{job['id']}"})
+
+
+def _job_view(job: dict) -> S.JobView:
+    return S.JobView(id=job["id"], kind=job["kind"], status=job["status"], progress=job["progress"],
+                     result=job["result"], error=job["error"], created=job["created"], started=job["started"],
+                     finished=job["finished"])
+
+
+def _check_sampling(request: Request, body: S.Sampling, seeds: int = 1) -> None:
+    """The model's own checks of the sampling fields, before anything is queued."""
+    config, model = _state(request).config, _state(request).model
+    settings = model.resolve(sampling_of(body.model_dump()))
+    if settings.width * settings.height * seeds > config.max_pixels:
+        raise InvalidArgument("seeds", f"{seeds} images of {settings.width}x{settings.height} exceed the "
+                                       f"{config.max_pixels} pixels one request may ask for")
+
+
+def _check_embedding_id(request: Request, embedding_id: str | None, owner: str, field: str = "embedding_id") -> None:
+    if embedding_id is not None and _state(request).store.get_embedding(embedding_id, owner) is None:
+        raise InvalidArgument(field, f"no embedding {embedding_id}")
+
+
+JOB_RESPONSES = {202: {"model": S.JobCreated}, 422: {"model": S.Error}, 429: {"model": S.Error}}
+
+
+@router.get("/health", response_model=S.Health)
+def health(request: Request) -> S.Health:
+    state = _state(request)
+    return S.Health(status="ok", model=state.model.model_id, version=__version__, queued=state.store.count_pending(),
+                    users=state.store.has_users())
+
+
+@router.post("/generate", status_code=202, responses=JOB_RESPONSES)
+def generate(request: Request, body: S.GenerateRequest, owner: Owner) -> Response:
+    config = _state(request).config
+    if len(body.seeds) > config.max_seeds:
+        raise InvalidArgument("seeds", f"at most {config.max_seeds} seeds per request, got {len(body.seeds)}")
+    if len(set(body.seeds)) != len(body.seeds):
+        raise InvalidArgument("seeds", "each seed at most once")
+    _check_sampling(request, body, len(body.seeds))
+    _check_embedding_id(request, body.embedding_id, owner)
+    return submit(request, owner, "generate", body.model_dump(exclude={"priority"}), body.priority)
+
+
+@router.get("/jobs", response_model=S.JobList)
+def list_jobs(request: Request, owner: Owner, limit: int = Query(50, ge=1, le=500)) -> S.JobList:
+    return S.JobList(jobs=[_job_view(j) for j in _state(request).store.list_jobs(owner, limit)])
+
+
+@router.get("/jobs/{job_id}", response_model=S.JobView, responses={404: {"model": S.Error}})
+def get_job(request: Request, job_id: IdPath, owner: Owner) -> S.JobView:
+    job = _state(request).store.get_job(job_id, owner)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return _job_view(job)
+
+
+@router.delete("/jobs/{job_id}", response_model=S.JobView, responses={404: {"model": S.Error}})
+def cancel_job(request: Request, job_id: IdPath, owner: Owner) -> S.JobView:
+    state = _state(request)
+    if state.store.get_job(job_id, owner) is None:
+        raise HTTPException(404, f"no job {job_id}")
+    state.worker.cancel(job_id)
+    return _job_view(state.store.get_job(job_id))
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _last_event_id(header: str | None, query: int | None) -> int:
+    if query is not None:
+        return query
+    try:
+        return max(0, int(header)) if header else 0
+    except ValueError:
+        raise HTTPException(422, "Last-Event-ID must be an integer") from None
+
+
+def _event_stream(request: Request, last_id: int, owner: str, job_id: str | None):
+    store = _state(request).store
+
+    async def stream():
+        nonlocal last_id
+        idle = 0.0
+        yield "retry: 1000\n\n"
+        while True:
+            if await request.is_disconnected():
+                return
+            events = await asyncio.to_thread(store.events_after, last_id, job_id=job_id, owner=owner)
+            for e in events:
+                last_id = e["id"]
+                yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e['data'])}\n\n"
+            if job_id is not None and not events:
+                job = await asyncio.to_thread(store.get_job, job_id)
+                if job is None or job["status"] in ("completed", "failed", "canceled", "interrupted"):
+                    return  # everything about a finished job has been sent
+            if events:
+                idle = 0.0
+                continue
+            await asyncio.sleep(EVENT_POLL_S)
+            idle += EVENT_POLL_S
+            if idle >= KEEPALIVE_S:
+                idle = 0.0
+                yield ": keepalive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}})
+def all_events(request: Request, owner: Owner, last_event_id: int | None = Query(None, ge=0),
+               last_event_id_header: str | None = Header(None, alias="Last-Event-ID")):
+    """Every event of the caller's jobs, resumable with `Last-Event-ID`."""
+    return _event_stream(request, _last_event_id(last_event_id_header, last_event_id), owner, None)
+
+
+@router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"},
+                       404: {"model": S.Error}})
+def job_events(request: Request, job_id: IdPath, owner: Owner, last_event_id: int | None = Query(None, ge=0),
+               last_event_id_header: str | None = Header(None, alias="Last-Event-ID")):
+    """One job's events (`job.progress`, `job.image`, `job.metric`, `job.completed`, ...); the
+    stream ends once the job has finished and everything was sent."""
+    if _state(request).store.get_job(job_id, owner) is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return _event_stream(request, _last_event_id(last_event_id_header, last_event_id), owner, job_id)
+
+
+# --------------------------------------------------------------------------- images and the library
+
+
+def _image_view(row: dict, liked: bool) -> S.ImageView:
+    extra = dict(row.get("extra") or {})
+    parameters = extra.pop("parameters", "")
+    attributes = extra.pop("attributes", None)
+    return S.ImageView(id=row["id"], url=f"/api/v1/images/{row['id']}.png", model_id=row["model_id"],
+                       embedding_id=row["embedding_id"], prompt=row["prompt"], negative=row["negative"],
+                       seed=row["seed"], steps=row["steps"], guidance=row["guidance"], scheduler=row["scheduler"],
+                       width=row["width"], height=row["height"], precision=row["precision"], method=row["method"],
+                       job_id=row["job_id"], created=row["created"], liked=liked, parameters=parameters,
+                       attributes=attributes, extra=extra)
+
+
+def _image_row(request: Request, image_id: str, owner: str) -> dict:
+    row = _state(request).store.get_image(image_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no image {image_id}")
+    return row
+
+
+def _file_response(path, media_type: str, etag: str, if_none_match: str | None, filename: str | None = None):
+    headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{etag}"', "X-Content-Type-Options": "nosniff"}
+    if if_none_match and etag in if_none_match:
+        return Response(status_code=304, headers=headers)
+    if filename:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return FileResponse(path, media_type=media_type, headers=headers)
+
+
+@router.get("/images/{image_id}.png", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}}, 304: {"description": "not modified"},
+                       404: {"model": S.Error}})
+def image_png(request: Request, image_id: IdPath, owner: Owner,
+              if_none_match: str | None = Header(None, alias="If-None-Match")):
+    """The PNG with its generation parameters (immutable: its content never changes)."""
+    row = _image_row(request, image_id, owner)
+    return _file_response(_state(request).store.image_path(row), "image/png", row["sha256"], if_none_match)
+
+
+@router.get("/images/{image_id}", response_model=S.ImageView, responses={404: {"model": S.Error}})
+def image(request: Request, image_id: IdPath, owner: Owner) -> S.ImageView:
+    row = _image_row(request, image_id, owner)
+    return _image_view(row, _state(request).store.liked(image_id, owner))
+
+
+@router.put("/images/{image_id}/like", response_model=S.LikeView, responses={404: {"model": S.Error}})
+def like(request: Request, image_id: IdPath, owner: Owner) -> S.LikeView:
+    _image_row(request, image_id, owner)
+    _state(request).store.set_like(image_id, owner, True)
+    return S.LikeView(image_id=image_id, liked=True)
+
+
+@router.delete("/images/{image_id}/like", response_model=S.LikeView, responses={404: {"model": S.Error}})
+def unlike(request: Request, image_id: IdPath, owner: Owner) -> S.LikeView:
+    _image_row(request, image_id, owner)
+    _state(request).store.set_like(image_id, owner, False)
+    return S.LikeView(image_id=image_id, liked=False)
+
+
+@router.get("/library", response_model=S.LibraryPage, responses={422: {"model": S.Error}})
+def library(request: Request, owner: Owner, cursor: str | None = Query(None, max_length=200),
+            limit: int = Query(24, ge=1, le=100), liked: bool | None = None,
+            q: str | None = Query(None, max_length=200)) -> S.LibraryPage:
+    """The caller's images, newest first; pass `next_cursor` back for the next page."""
+    if cursor:
+        try:
+            decode_cursor(cursor)
+        except ValueError:
+            raise InvalidArgument("cursor", "not a cursor from a previous page") from None
+    rows, next_cursor = _state(request).store.library(owner, limit=limit, cursor=cursor, liked=liked, query=q,
+                                                      liker=owner)
+    return S.LibraryPage(images=[_image_view(r, r["liked"]) for r in rows], next_cursor=next_cursor)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def _embedding_view(row: dict) -> S.EmbeddingView:
+    return S.EmbeddingView(id=row["id"], url=f"/api/v1/embeddings/{row['id']}.safetensors",
+                           model_id=row["model_id"], prompt=row["prompt"], negative=row["negative"],
+                           source=row["source"], created=row["created"])
+
+
+@router.post("/embeddings", status_code=201, response_model=S.EmbeddingView, responses={422: {"model": S.Error}})
+async def create_embedding(request: Request, body: S.EmbeddingRequest, owner: Owner) -> S.EmbeddingView:
+    """An embedding from a prompt, or a weighted blend of prompts and stored embeddings."""
+    state = _state(request)
+    for part in body.blend or []:
+        _check_embedding_id(request, part.embedding_id, owner, "blend")
+    model, store = state.model, state.store
+
+    def make() -> str:  # on the worker thread: it owns the model
+        from noise2art.methods.blend import blend_embeddings
+
+        if body.prompt is not None:
+            emb = model.encode([body.prompt], body.negative)
+            return save_embedding(model, store, emb, source="prompt", owner=owner)
+        parts = [model.encode([p.prompt], body.negative) if p.prompt is not None
+                 else stored_embedding(model, store, p.embedding_id, owner) for p in body.blend]
+        label = ", ".join(f"{p.prompt if p.prompt is not None else '@' + p.embedding_id}:{p.weight:g}"
+                          for p in body.blend)
+        emb = blend_embeddings(parts, [p.weight for p in body.blend], f"blend({label})")
+        return save_embedding(model, store, emb, source="blend", owner=owner)
+
+    embedding_id = await asyncio.wrap_future(state.worker.call(make))
+    return _embedding_view(store.get_embedding(embedding_id))
+
+
+@router.post("/embeddings/upload", status_code=201, response_model=S.EmbeddingView,
+             responses={413: {"model": S.Error}, 422: {"model": S.Error}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_embedding(request: Request, owner: Owner) -> S.EmbeddingView:
+    """Upload a `.safetensors` embedding (raw body). Read as safetensors only, never unpickled;
+    checked against the loaded model (id, shape, finite values) and size-limited."""
+    state = _state(request)
+    limit = state.config.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"an embedding file may hold at most {limit} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(413, f"an embedding file may hold at most {limit} bytes")
+    model = state.model
+    emb = PromptEmbedding.from_bytes(bytes(data), model_id=model.model_id, shape=model.embedding_shape,
+                                     name="the upload")
+    if len(emb) != 1:
+        raise InvalidArgument("embedding", f"the upload holds {len(emb)} prompts; upload one at a time")
+    row = state.store.add_embedding(emb.to_bytes(), model_id=model.model_id, prompt=emb.prompts[0],
+                                    negative=emb.negative[0], source="upload", owner=owner)
+    return _embedding_view(row)
+
+
+@router.get("/embeddings/{embedding_id}.safetensors", response_class=FileResponse,
+            responses={200: {"content": {"application/octet-stream": {}}}, 404: {"model": S.Error}})
+def download_embedding(request: Request, embedding_id: IdPath, owner: Owner,
+                       if_none_match: str | None = Header(None, alias="If-None-Match")):
+    store = _state(request).store
+    row = store.get_embedding(embedding_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no embedding {embedding_id}")
+    return _file_response(store.blobs.path(row["sha256"], "safetensors"), "application/octet-stream", row["sha256"],
+                          if_none_match, filename=f"{embedding_id}.safetensors")
+
+
+@router.get("/embeddings/{embedding_id}", response_model=S.EmbeddingView, responses={404: {"model": S.Error}})
+def get_embedding(request: Request, embedding_id: IdPath, owner: Owner) -> S.EmbeddingView:
+    row = _state(request).store.get_embedding(embedding_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no embedding {embedding_id}")
+    return _embedding_view(row)
+
+
+# --------------------------------------------------------------------------- renders (GIF / MP4)
+
+
+@router.get("/artifacts/{artifact_id}", response_class=FileResponse,
+            responses={200: {"content": {"image/gif": {}, "video/mp4": {}}}, 404: {"model": S.Error}})
+def artifact(request: Request, artifact_id: IdPath, owner: Owner,
+             if_none_match: str | None = Header(None, alias="If-None-Match")):
+    store = _state(request).store
+    row = store.get_artifact(artifact_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no render {artifact_id}")
+    return _file_response(store.blobs.path(row["sha256"], row["ext"]), row["media_type"], row["sha256"],
+                          if_none_match)
+
+
+# --------------------------------------------------------------------------- the methods as jobs
+
+
+@router.post("/interpolate", status_code=202, responses=JOB_RESPONSES)
+def interpolate(request: Request, body: S.InterpolateRequest, owner: Owner) -> Response:
+    """Frames along the path through the keyframes, stored as images, plus GIF / MP4."""
+    if len(body.keyframes) == 1 and body.seed_to is None:
+        raise InvalidArgument("keyframes", "one keyframe makes a path only with a second seed (seed_to)")
+    if not body.range[0] < body.range[1]:
+        raise InvalidArgument("range", "needs lo < hi")
+    for k in body.keyframes:
+        _check_embedding_id(request, k.embedding_id, owner, "keyframes")
+    _check_sampling(request, body, body.frames)
+    return submit(request, owner, "interpolate", body.model_dump(exclude={"priority"}), body.priority)
+
+
+@router.post("/optimize", status_code=202, responses=JOB_RESPONSES)
+def optimize(request: Request, body: S.OptimizeRequest, owner: Owner) -> Response:
+    """Optimise an embedding for an image metric; each iteration's score is a `job.metric` event."""
+    from noise2art.metrics import MetricUnavailable, get_metric
+
+    try:
+        get_metric(body.metric, context=_state(request).model)
+    except MetricUnavailable as exc:
+        raise InvalidArgument("metric", str(exc)) from None
+    _check_embedding_id(request, body.embedding_id, owner)
+    _check_sampling(request, body, len(body.seeds))
+    return submit(request, owner, "optimize", body.model_dump(exclude={"priority"}), body.priority)
+
+
+@router.post("/invariant", status_code=202, responses=JOB_RESPONSES)
+def invariant(request: Request, body: S.InvariantRequest, owner: Owner) -> Response:
+    """A seed-invariant embedding: fresh seeds give the target seed's picture."""
+    _check_embedding_id(request, body.embedding_id, owner)
+    _check_sampling(request, body, max(1, len(body.eval_seeds)))
+    return submit(request, owner, "invariant", body.model_dump(exclude={"priority"}), body.priority)
+
+
+# --------------------------------------------------------------------------- login
+
+
+@router.post("/login", response_model=S.LoginView, responses={401: {"model": S.Error}})
+def login(request: Request, body: S.LoginRequest, response: Response) -> S.LoginView:
+    """Exchange a name and password (or, without a name, the server token) for a login token,
+    also set as the session cookie."""
+    state = _state(request)
+    owner = check_login(state.store, state.config, body.name, body.password)
+    if owner is None:
+        raise HTTPException(401, "wrong name or password")
+    token = new_login(state.store, owner)
+    response.set_cookie(COOKIE, token, max_age=int(LOGIN_LIFETIME_S), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return S.LoginView(user=owner, token=token)
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, response: Response) -> Response:
+    token = request.cookies.get(COOKIE)
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    if token:
+        _state(request).store.remove_login(hash_token(token))
+    out = Response(status_code=204)
+    out.delete_cookie(COOKIE, path="/")
+    return out

@@ -1,0 +1,217 @@
+"""What each kind of job does, on the worker thread: the methods, with their results stored.
+
+A runner takes a `JobContext` (model, store, events, progress, cancel) and returns the
+job's `result` dict. Everything it makes goes into the store first (images with what
+fixes them, embeddings, GIF / MP4 renders), so a result only names stored rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import torch
+
+from noise2art.engine.embedding import PromptEmbedding
+from noise2art.engine.model import to_pil
+from noise2art.engine.settings import SampleSettings, SamplingOverrides
+from noise2art.errors import InvalidArgument
+from noise2art.pngmeta import GenerationParams, png_bytes
+from noise2art.store import Store
+from noise2art.store.blobs import sha256
+
+
+def sampling_of(request: dict, **fixed) -> SamplingOverrides:
+    """The sampling fields of a request (`schemas.Sampling`) as overrides; `fixed` wins."""
+    given = dict(steps=request.get("steps"), guidance=request.get("guidance"), scheduler=request.get("scheduler"),
+                 width=request.get("width"), height=request.get("height"),
+                 precision=request.get("precision") or "auto")
+    return SamplingOverrides(**{**given, **fixed})
+
+
+def stored_embedding(model, store: Store, embedding_id: str, owner: str | None) -> PromptEmbedding:
+    """A stored embedding, checked against the model (batch 1, its id and shape)."""
+    row = store.get_embedding(embedding_id, owner)
+    if row is None:
+        raise InvalidArgument("embedding_id", f"no embedding {embedding_id}")
+    emb = PromptEmbedding.from_bytes(store.embedding_bytes(row), model_id=model.model_id,
+                                     shape=model.embedding_shape, name=f"embedding {embedding_id}")
+    if len(emb) != 1:
+        raise InvalidArgument("embedding_id", f"embedding {embedding_id} holds {len(emb)} prompts, not one")
+    return emb.to(model.device, model.dtype)
+
+
+def save_embedding(model, store: Store, emb: PromptEmbedding, *, source: str, owner: str,
+                   job_id: str | None = None) -> str:
+    """Store `emb` (batch 1); an identical one of the same owner is reused. Returns its id."""
+    data = emb.to_bytes()
+    row = store.db.execute("SELECT id FROM embeddings WHERE sha256 = ? AND model_id = ? AND owner = ? LIMIT 1",
+                           (sha256(data), model.model_id, owner)).fetchone()
+    if row is not None:
+        return row["id"]
+    return store.add_embedding(data, model_id=model.model_id, prompt=emb.prompts[0], negative=emb.negative[0],
+                               source=source, owner=owner, job_id=job_id)["id"]
+
+
+def request_embedding(model, store: Store, request: dict, job: dict) -> tuple[PromptEmbedding, str]:
+    """The embedding a request names (`embedding_id`) or encodes (`prompt`, `negative`), and its id."""
+    if request.get("embedding_id"):
+        return stored_embedding(model, store, request["embedding_id"], job["owner"]), request["embedding_id"]
+    emb = model.encode([request["prompt"]], request.get("negative", ""))
+    return emb, save_embedding(model, store, emb, source="prompt", owner=job["owner"], job_id=job["id"])
+
+
+def store_images(ctx, images: torch.Tensor, settings: SampleSettings, emb: PromptEmbedding, seeds: list[int],
+                 *, method: str, embedding_id: str | None, extra: list[dict] | None = None) -> list[str]:
+    """Store `images [N, 3, H, W]` of one embedding on `seeds` (one per image); returns their ids."""
+    model = ctx.model
+    pil = to_pil(images)
+    items = []
+    for k, (image, seed) in enumerate(zip(pil, seeds)):
+        params = GenerationParams.from_settings(
+            settings, prompt=emb.prompts[0], negative=emb.negative[0], seed=seed, model=model.model_id,
+            version=ctx.worker.version, embedding_hash=emb.hash(), batch_seeds=seeds)
+        fields = {"parameters": params.infotext(), **((extra or [{}] * len(pil))[k])}
+        items.append((png_bytes(image, params), dict(
+            model_id=model.model_id, embedding_id=embedding_id, prompt=emb.prompts[0], negative=emb.negative[0],
+            seed=seed, steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler_label,
+            width=settings.width, height=settings.height, precision=settings.precision, method=method,
+            job_id=ctx.job["id"], owner=ctx.owner, extra=fields)))
+    return [row["id"] for row in ctx.store.add_images(items)]
+
+
+def _source_embedding(ctx, source: dict, negative: str) -> PromptEmbedding:
+    if source.get("embedding_id"):
+        return stored_embedding(ctx.model, ctx.store, source["embedding_id"], ctx.owner)
+    return ctx.model.encode([source["prompt"]], negative)
+
+
+# --------------------------------------------------------------------------- interpolate
+
+
+def run_interpolate(ctx) -> dict:
+    """Frames along the path through the keyframes; stored as images, plus GIF / MP4 renders."""
+    from noise2art import media
+    from noise2art.methods.interpolate import InterpolationConfig, interpolate
+
+    request = ctx.job["request"]
+    keyframes = [_source_embedding(ctx, k, request.get("negative", "")) for k in request["keyframes"]]
+    config = InterpolationConfig(frames=request["frames"], method=request["method"], range=tuple(request["range"]),
+                                 seed=request["seed"], seed_to=request.get("seed_to"), sampling=sampling_of(request))
+    settings = ctx.model.resolve(config.sampling)
+
+    def callback(step: int, total: int, latents) -> None:
+        ctx.progress(0.95 * step / total, step=step, steps=total)
+
+    result = interpolate(ctx.model, keyframes, config, callback=callback, cancel=ctx.canceled)
+    keyframe_ids = [save_embedding(ctx.model, ctx.store, k, source="keyframe", owner=ctx.owner,
+                                   job_id=ctx.job["id"]) for k in keyframes]
+    label = " -> ".join(k.prompts[0] for k in keyframes)
+    path_emb = keyframes[0].with_tensors(keyframes[0].cond, keyframes[0].uncond, prompts=[f"interpolate({label})"])
+    seeds = [config.seed] * len(result.images)
+    extra = [{"alpha": float(a), "segment": int(s), "keyframe_ids": keyframe_ids, "path": request["method"],
+              "seed_to": config.seed_to} for a, s in zip(result.alphas.tolist(), result.segments.tolist())]
+    image_ids = store_images(ctx, result.images, settings, path_emb, seeds, method="interpolate", embedding_id=None,
+                             extra=extra)
+    artifacts = {}
+    frames = media.to_frames(result.images)
+    with tempfile.TemporaryDirectory(dir=ctx.store.root) as tmp:
+        for fmt in request.get("formats", ["gif"]):
+            path = Path(tmp) / f"path.{fmt}"
+            if fmt == "gif":
+                media.write_gif(frames, path, fps=request.get("fps", 12.0))
+                media_type = "image/gif"
+            else:
+                media.write_mp4(frames, path, fps=request.get("fps", 12.0))
+                media_type = "video/mp4"
+            row = ctx.store.add_artifact(path.read_bytes(), ext=fmt, media_type=media_type, job_id=ctx.job["id"],
+                                         owner=ctx.owner)
+            artifacts[fmt] = row["id"]
+    ctx.progress(1.0, force=True)
+    return {"image_ids": image_ids, "alphas": result.alphas.tolist(), "artifact_ids": artifacts,
+            "keyframe_ids": keyframe_ids}
+
+
+# --------------------------------------------------------------------------- optimize
+
+
+def run_optimize(ctx) -> dict:
+    """Metric optimisation; the score of every iteration is a `job.metric` event."""
+    from noise2art.methods.optimize import OptimizeConfig, optimize
+    from noise2art.metrics import get_metric
+
+    request = ctx.job["request"]
+    emb, embedding_id = request_embedding(ctx.model, ctx.store, request, ctx.job)
+    metric = get_metric(request["metric"], context=ctx.model)
+    base = OptimizeConfig.reference(metric) if request.get("reference") else OptimizeConfig(metric=metric)
+    config = dataclasses.replace(base, seeds=list(request["seeds"]), iterations=request["iterations"],
+                                 lr=request["lr"], proximity=request["proximity"],
+                                 sampling=base.sampling.merged(sampling_of(request, precision=None)))
+
+    def callback(i: int, total: int, score: float, best: float) -> None:
+        ctx.emit("job.metric", {"iteration": i, "iterations": total, "score": score, "best": best,
+                                "metric": metric.name})
+        ctx.progress((i + 1) / total, force=True)
+
+    result = optimize(ctx.model, emb, config, callback=callback, cancel=ctx.canceled)
+    best_id = save_embedding(ctx.model, ctx.store, result.embedding, source="optimize", owner=ctx.owner,
+                             job_id=ctx.job["id"])
+    images = {}
+    for name, tensor, e, eid in (("before", result.initial_images, result.initial_embedding, embedding_id),
+                                 ("after", result.best_images, result.embedding, best_id)):
+        if tensor is not None:
+            images[name] = store_images(ctx, tensor, result.settings, e, list(config.seeds), method="optimize",
+                                        embedding_id=eid, extra=[{"metric": metric.name}] * len(tensor))
+    return {"embedding_id": best_id, "initial_embedding_id": embedding_id, "metric": metric.name,
+            "higher_is_better": metric.higher_is_better, "scores": result.scores,
+            "initial_score": result.initial_score, "best_score": result.best_score,
+            "best_iteration": result.best_iteration, "stop_reason": result.stop_reason,
+            "stop_message": result.stop_message, "image_ids": images, "seconds": result.total_seconds}
+
+
+# --------------------------------------------------------------------------- invariant
+
+
+def run_invariant(ctx) -> dict:
+    """Seed invariance; each iteration's score is a `job.metric` event; before / after on the eval seeds."""
+    from noise2art.methods.invariant import InvariantConfig, consistency, invariant, render_target
+
+    request = ctx.job["request"]
+    emb, embedding_id = request_embedding(ctx.model, ctx.store, request, ctx.job)
+    fields = dict(target_seed=request["target_seed"], iterations=request["iterations"], mode=request["mode"])
+    config = InvariantConfig.reference(**fields) if request.get("reference") else InvariantConfig(**fields)
+    config.sampling = config.sampling.merged(sampling_of(request, precision=None))
+    eval_seeds = list(request.get("eval_seeds") or [])
+
+    def callback(i: int, total: int, score: float, stage: int) -> None:
+        ctx.emit("job.metric", {"iteration": i, "iterations": total, "score": score, "stage": stage})
+        ctx.progress(0.9 * (i + 1) / total, force=True)
+
+    result = invariant(ctx.model, emb, config, callback=callback, cancel=ctx.canceled)
+    best_id = save_embedding(ctx.model, ctx.store, result.embedding, source="invariant", owner=ctx.owner,
+                             job_id=ctx.job["id"])
+    out = {"embedding_id": best_id, "initial_embedding_id": embedding_id, "scores": result.scores,
+           "best_iteration": result.best_iteration, "stop_reason": result.stop_reason,
+           "stop_message": result.stop_message, "seconds": result.total_seconds, "image_ids": {}}
+    if eval_seeds and not ctx.canceled():
+        target = render_target(ctx.model, emb, config)
+        run = ctx.model.resolve(config.sampling)
+        out["image_ids"]["target"] = store_images(ctx, target, run, emb, [config.target_seed], method="invariant",
+                                                  embedding_id=embedding_id, extra=[{"role": "target"}])
+        for name, e, eid in (("before", emb, embedding_id), ("after", result.embedding, best_id)):
+            report = consistency(ctx.model, e, target, eval_seeds, prompt=emb.prompts[0], sampling=config.sampling,
+                                 cancel=ctx.canceled)
+            out[f"distance_{name}"] = report.mean_distance
+            out[f"agreement_{name}"] = report.agreement
+            out["image_ids"][name] = store_images(ctx, report.images, run, e, eval_seeds, method="invariant",
+                                                  embedding_id=eid, extra=[{"role": name}] * len(eval_seeds))
+    ctx.progress(1.0, force=True)
+    return out
+
+
+RUNNERS = {
+    "interpolate": run_interpolate,
+    "optimize": run_optimize,
+    "invariant": run_invariant,
+}

@@ -1,0 +1,240 @@
+"""Request and response bodies of the REST API (pydantic): validated before any work is done.
+
+Limits here are cheap, model-free bounds (lengths, ranges); the model's own checks (size
+multiples, scheduler names, embedding shapes) run in the handler before a job is queued.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from noise2art.engine.validation import MAX_SEED, MAX_STEPS
+
+Id = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$", description="a 16-hex-digit id")]
+Seed = Annotated[int, Field(ge=0, lt=MAX_SEED)]
+Prompt = Annotated[str, Field(max_length=2000)]
+Priority = Literal["interactive", "prefetch"]
+PRIORITIES = {"interactive": 10, "prefetch": 0}
+
+JobStatus = Literal["queued", "running", "completed", "failed", "canceled", "interrupted"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Sampling(Strict):
+    """Sampling settings; each left out takes the model's default."""
+
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(None, ge=0, le=50)
+    scheduler: str | None = Field(None, max_length=40)
+    width: int | None = Field(None, ge=8, le=2048)
+    height: int | None = Field(None, ge=8, le=2048)
+    precision: Literal["auto", "model", "bf16"] | None = None
+
+
+class GenerateRequest(Sampling):
+    """`POST /api/v1/generate`: a prompt or a stored embedding, on one or more seeds."""
+
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+    negative: Prompt = ""
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=256)
+    priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.embedding_id is None):
+            raise ValueError("give exactly one of prompt and embedding_id")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt must not be empty")
+        return self
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: JobStatus
+    deduplicated: bool = False
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    status: JobStatus
+    progress: float
+    result: dict | None = None
+    error: str | None = None
+    created: float
+    started: float | None = None
+    finished: float | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+    version: str
+    queued: int
+    users: bool
+
+
+class ImageView(BaseModel):
+    id: str
+    url: str
+    model_id: str
+    embedding_id: str | None
+    prompt: str
+    negative: str
+    seed: int
+    steps: int
+    guidance: float
+    scheduler: str
+    width: int
+    height: int
+    precision: str
+    method: str
+    job_id: str | None
+    created: float
+    liked: bool
+    parameters: str
+    attributes: dict[str, str] | None = None
+    extra: dict = Field(default_factory=dict)
+
+
+class LibraryPage(BaseModel):
+    images: list[ImageView]
+    next_cursor: str | None
+
+
+class BlendPart(Strict):
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+    weight: float = Field(ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.embedding_id is None):
+            raise ValueError("each part needs exactly one of prompt and embedding_id")
+        return self
+
+
+class EmbeddingRequest(Strict):
+    """`POST /api/v1/embeddings`: from a prompt, or a weighted blend of prompts / embeddings."""
+
+    prompt: Prompt | None = None
+    negative: Prompt = ""
+    blend: list[BlendPart] | None = Field(None, min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.blend is None):
+            raise ValueError("give exactly one of prompt and blend")
+        return self
+
+
+class EmbeddingView(BaseModel):
+    id: str
+    url: str
+    model_id: str
+    prompt: str
+    negative: str
+    source: str
+    created: float
+
+
+class LikeView(BaseModel):
+    image_id: str
+    liked: bool
+
+
+class Error(BaseModel):
+    detail: str | list | dict
+
+
+class Source(Strict):
+    """A prompt, or a stored embedding."""
+
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.embedding_id is None):
+            raise ValueError("give exactly one of prompt and embedding_id")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt must not be empty")
+        return self
+
+
+class InterpolateRequest(Sampling):
+    """`POST /api/v1/interpolate`: frames along a path through keyframes (prompts or embeddings)."""
+
+    keyframes: list[Source] = Field(min_length=1, max_length=16)
+    frames: int = Field(16, ge=2, le=240)
+    method: Literal["slerp", "lerp", "blend"] = "slerp"
+    range: tuple[float, float] = (0.0, 1.0)
+    seed: Seed = 0
+    seed_to: Seed | None = None
+    negative: Prompt = ""
+    formats: list[Literal["gif", "mp4"]] = Field(default_factory=lambda: ["gif"], max_length=2)
+    fps: float = Field(12.0, gt=0, le=60)
+    priority: Priority = "interactive"
+
+
+class OptimizeRequest(Sampling):
+    """`POST /api/v1/optimize`: gradient ascent on a prompt embedding against a metric."""
+
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+    negative: Prompt = ""
+    metric: str = Field("aesthetic", min_length=1, max_length=200)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
+    iterations: int = Field(20, ge=1, le=500)
+    lr: float = Field(0.01, gt=0, le=1)
+    proximity: float = Field(0.0, ge=0, le=100)
+    reference: bool = False
+    priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.embedding_id is None):
+            raise ValueError("give exactly one of prompt and embedding_id")
+        return self
+
+
+class InvariantRequest(Sampling):
+    """`POST /api/v1/invariant`: an embedding whose every seed gives the target seed's picture."""
+
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+    negative: Prompt = ""
+    target_seed: Seed = 510675
+    iterations: int = Field(120, ge=1, le=1000)
+    mode: Literal["single-vector", "full"] = "single-vector"
+    eval_seeds: list[Seed] = Field(default_factory=lambda: [683395, 297009, 23916, 417016], max_length=32)
+    reference: bool = False
+    priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.prompt is None) == (self.embedding_id is None):
+            raise ValueError("give exactly one of prompt and embedding_id")
+        return self
+
+
+class LoginRequest(Strict):
+    """A named user's name and password; or no name and the server token as the password."""
+
+    name: str = Field("", max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginView(BaseModel):
+    user: str
+    token: str

@@ -1,0 +1,384 @@
+"""The one thread that owns the model and runs the store's job queue.
+
+Model work never runs on the event loop: request handlers only validate, write a `jobs`
+row and wake this worker. The worker takes queued jobs by priority (what a user looks at
+first, prefetch last), then age.
+
+Generate jobs with the same resolved settings are **batched**: each UNet call takes up
+to `max_batch` samples round-robin from every compatible job (prompts may differ: the
+embeddings are paired with their seeds), so several users' requests share one call and
+each job's first image comes early. Other kinds (interpolate, optimize, invariant,
+feedback rounds) run one at a time through `runners`.
+
+Cancel (`cancel(job_id)`) marks the job `canceled` at once; the running call sees it at
+its next denoising step (the sampler's cancel check) and stops, or, when the batch still
+serves other jobs, the canceled job's samples are simply dropped. A failure (a NaN
+image, out of memory, a bad embedding) fails the jobs it concerns with its reason; a
+batch that fails is retried job by job, so one bad request cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from noise2art.engine.embedding import PromptEmbedding
+from noise2art.engine.model import to_pil
+from noise2art.engine.settings import SampleSettings
+from noise2art.errors import Cancelled
+from noise2art.pngmeta import GenerationParams, png_bytes
+from noise2art.store import Store
+
+log = logging.getLogger("noise2art.service")
+
+PROGRESS_INTERVAL_S = 0.2
+"""At most this often a job's progress is written and announced (steps can be faster)."""
+
+
+@dataclass
+class GenerateState:
+    """A running generate job: what it renders and how far it is."""
+
+    job: dict
+    embedding: PromptEmbedding  # batch 1, on the model's device
+    embedding_id: str
+    settings: SampleSettings
+    seeds: list[int]  # still to render, in order
+    total: int
+    image_ids: list[str] = field(default_factory=list)
+    solo: bool = False  # after a failed batch: runs alone
+    last_progress: float = 0.0
+
+    @property
+    def key(self) -> SampleSettings:
+        """Jobs batch together when everything but the batch size agrees."""
+        return dataclasses.replace(self.settings, batch_size=0)
+
+
+class JobContext:
+    """What a method runner gets: the model, the store, events, progress and cancel."""
+
+    def __init__(self, worker: Worker, job: dict):
+        self.worker, self.job = worker, job
+        self.model, self.store = worker.model, worker.store
+        self._last = 0.0
+
+    @property
+    def owner(self) -> str:
+        return self.job["owner"]
+
+    def canceled(self) -> bool:
+        return self.worker.is_canceled(self.job["id"])
+
+    def emit(self, type_: str, data: dict) -> None:
+        self.worker.emit(type_, {"job_id": self.job["id"], **data}, self.job)
+
+    def progress(self, fraction: float, force: bool = False, **data) -> None:
+        self.worker.drain_calls()  # short calls wait at most one step of a long job
+        now = time.monotonic()
+        if not force and now - self._last < PROGRESS_INTERVAL_S:
+            return
+        self._last = now
+        fraction = float(min(1.0, max(0.0, fraction)))
+        self.store.set_progress(self.job["id"], fraction)
+        self.emit("job.progress", {"progress": fraction, **data})
+
+
+Runner = Callable[[JobContext], dict]
+
+
+class Worker:
+    """Runs jobs from `store` on `model`, in one background thread."""
+
+    def __init__(self, store: Store, model, *, max_batch: int = 8, version: str = "",
+                 runners: dict[str, Runner] | None = None):
+        self.store, self.model = store, model
+        self.max_batch = max_batch
+        self.version = version
+        self.runners = dict(runners or {})
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._canceled: set[str] = set()
+        self._lock = threading.Lock()
+        self._active: dict[str, GenerateState] = {}
+        self._thread: threading.Thread | None = None
+        self._calls: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
+
+    # -- control -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="noise2art-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current denoising step; the running job stays `running` in the
+        store, and the next start requeues it (or marks it interrupted)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """Something was queued: look at the queue now."""
+        self._wake.set()
+
+    def call(self, fn: Callable[[], object]) -> Future:
+        """Run a short piece of model work (encode a prompt, a feedback choice) on the worker
+        thread, between two denoising steps of whatever runs; the future holds its result."""
+        future: Future = Future()
+        if self._stop.is_set():
+            future.set_exception(RuntimeError("the server is stopping"))
+            return future
+        self._calls.put((fn, future))
+        self._wake.set()
+        return future
+
+    def drain_calls(self) -> None:
+        """Run the pending `call`s (on the worker thread only)."""
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller
+                future.set_exception(exc)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; False when it had already finished."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            return False
+        with self._lock:
+            self._canceled.add(job_id)
+        if self.store.finish_job(job_id, "canceled", error="canceled by request"):
+            self.emit("job.canceled", {"job_id": job_id}, job)
+            return True
+        return False
+
+    def is_canceled(self, job_id: str) -> bool:
+        if self._stop.is_set():
+            return True
+        with self._lock:
+            return job_id in self._canceled
+
+    def emit(self, type_: str, data: dict, job: dict) -> int:
+        return self.store.add_event(type_, data, job_id=job["id"], owner=job["owner"])
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.drain_calls()
+                worked = self._step()
+            except Exception:  # the loop must survive anything a job does
+                log.error("worker step failed:\n%s", traceback.format_exc())
+                worked = False
+            if not worked:
+                self._wake.wait(0.5)
+                self._wake.clear()
+        while not self._calls.empty():  # nobody runs them any more: say so
+            _, future = self._calls.get_nowait()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError("the server is stopping"))
+
+    def _step(self) -> bool:
+        """Run one unit of work (one batch, or one method job); False when idle."""
+        queued = self.store.queued()
+        head = queued[0] if queued else None
+        active = self._live_generate()
+        # A queued job of higher priority than the running generates goes first.
+        if head is not None and head["kind"] != "generate" and (
+                not active or head["priority"] > max(s.job["priority"] for s in active)):
+            self._run_method(head)
+            return True
+        for job in queued:
+            if job["kind"] == "generate" and len(self._active) < 64:
+                self._start_generate(job)
+        active = self._live_generate()
+        if not active:
+            if head is not None and head["kind"] != "generate":
+                self._run_method(head)
+                return True
+            return bool(queued)
+        self._run_batch(active)
+        return True
+
+    # -- generate ------------------------------------------------------------------------
+
+    def _live_generate(self) -> list[GenerateState]:
+        for job_id in [j for j in self._active if self.is_canceled(j)]:
+            del self._active[job_id]
+        return sorted(self._active.values(), key=lambda s: (-s.job["priority"], s.job["created"]))
+
+    def _start_generate(self, job: dict) -> None:
+        if not self.store.start_job(job["id"]):
+            return  # canceled meanwhile
+        self.emit("job.started", {"job_id": job["id"], "kind": "generate"}, job)
+        try:
+            state = self._generate_state(job)
+        except Exception as exc:
+            self._fail(job, exc)
+            return
+        if not state.seeds:  # a rerun after a crash that had stored every image already
+            self._complete_generate(state)
+            return
+        self._active[job["id"]] = state
+
+    def _generate_state(self, job: dict) -> GenerateState:
+        from noise2art.service.runners import request_embedding, sampling_of
+
+        request = job["request"]
+        embedding, embedding_id = request_embedding(self.model, self.store, request, job)
+        settings = self.model.resolve(sampling_of(request, batch_size=self.max_batch))
+        seeds = list(request["seeds"])
+        # After a restart, images already stored for this job are kept and not rendered again.
+        done = self.store.db.execute("SELECT id, seed FROM images WHERE job_id = ? ORDER BY created",
+                                     (job["id"],)).fetchall()
+        done_seeds = {r["seed"] for r in done}
+        return GenerateState(job=job, embedding=embedding, embedding_id=embedding_id, settings=settings,
+                             seeds=[s for s in seeds if s not in done_seeds], total=len(seeds),
+                             image_ids=[r["id"] for r in done])
+
+    def _run_batch(self, active: list[GenerateState]) -> None:
+        head = active[0]
+        group = [head] if head.solo else [s for s in active if s.key == head.key and not s.solo]
+        # Round-robin over the compatible jobs, highest priority first, up to max_batch samples.
+        samples: list[tuple[GenerateState, int]] = []
+        cursor = {id(s): 0 for s in group}
+        while len(samples) < self.max_batch:
+            added = False
+            for s in group:
+                k = cursor[id(s)]
+                if k < len(s.seeds) and len(samples) < self.max_batch:
+                    samples.append((s, s.seeds[k]))
+                    cursor[id(s)] = k + 1
+                    added = True
+            if not added:
+                break
+        states = list({id(s): s for s, _ in samples}.values())
+        try:
+            self._render(samples, states)
+        except Cancelled:
+            pass  # every job of the batch was canceled; their rows say so already
+        except Exception as exc:
+            if len(states) > 1:
+                log.warning("a batch of %d jobs failed (%s); retrying them one by one", len(states), exc)
+                for s in states:
+                    s.solo = True
+            else:
+                self._active.pop(states[0].job["id"], None)
+                self._fail(states[0].job, exc)
+
+    def _render(self, samples: list[tuple[GenerateState, int]], states: list[GenerateState]) -> None:
+        model = self.model
+        embeddings = PromptEmbedding.cat([s.embedding for s, _ in samples])
+        seeds = [seed for _, seed in samples]
+        ids = {s.job["id"] for s in states}
+
+        def all_canceled() -> bool:
+            return all(self.is_canceled(j) for j in ids)
+
+        def on_step(step: int, total: int, latents) -> None:
+            self.drain_calls()
+            now = time.monotonic()
+            for s in states:
+                if now - s.last_progress >= PROGRESS_INTERVAL_S and not self.is_canceled(s.job["id"]):
+                    s.last_progress = now
+                    share = sum(1 for t, _ in samples if t is s)
+                    fraction = (s.total - len(s.seeds) + share * step / total) / s.total
+                    self.store.set_progress(s.job["id"], fraction)
+                    self.emit("job.progress", {"job_id": s.job["id"], "progress": fraction, "step": step,
+                                               "steps": total}, s.job)
+
+        with torch.no_grad():
+            latents, ran = model.sample(embeddings, seeds, settings=samples[0][0].settings, pairing="zip",
+                                        batch_size=len(samples), callback=on_step, cancel=all_canceled,
+                                        return_settings=True)
+            images = model.decode(latents, batch_size=len(samples))
+            attributes = None
+            if model.companions.attributes is not None:
+                attributes = model.companions.attributes.predict(images.float())
+        pil = to_pil(images)
+        by_state: dict[int, list[tuple[int, int]]] = {}
+        for k, (s, seed) in enumerate(samples):
+            by_state.setdefault(id(s), []).append((k, seed))
+        for s in states:
+            if self.is_canceled(s.job["id"]):
+                continue
+            items = []
+            for k, seed in by_state[id(s)]:
+                emb = s.embedding
+                params = GenerationParams.from_settings(
+                    ran, prompt=emb.prompts[0], negative=emb.negative[0], seed=seed, model=model.model_id,
+                    version=self.version, embedding_hash=emb.hash(), batch_seeds=seeds)
+                extra = {"parameters": params.infotext()}
+                if attributes is not None:
+                    extra["attributes"] = attributes[k]
+                items.append((png_bytes(pil[k], params), dict(
+                    model_id=model.model_id, embedding_id=s.embedding_id, prompt=emb.prompts[0],
+                    negative=emb.negative[0], seed=seed, steps=ran.steps, guidance=ran.guidance,
+                    scheduler=ran.scheduler_label, width=ran.width, height=ran.height, precision=ran.precision,
+                    method="generate", job_id=s.job["id"], owner=s.job["owner"], extra=extra)))
+            rows = self.store.add_images(items)
+            for row in rows:
+                s.image_ids.append(row["id"])
+                s.seeds.remove(row["seed"])
+                self.emit("job.image", {"job_id": s.job["id"], "image_id": row["id"], "seed": row["seed"]}, s.job)
+            fraction = (s.total - len(s.seeds)) / s.total
+            self.store.set_progress(s.job["id"], fraction)
+            self.emit("job.progress", {"job_id": s.job["id"], "progress": fraction}, s.job)
+            if not s.seeds:
+                self._complete_generate(s)
+
+    def _complete_generate(self, state: GenerateState) -> None:
+        self._active.pop(state.job["id"], None)
+        result = {"image_ids": state.image_ids, "embedding_id": state.embedding_id,
+                  "settings": state.settings.to_dict()}
+        if self.store.finish_job(state.job["id"], "completed", result=result):
+            self.emit("job.completed", {"job_id": state.job["id"], "result": result}, state.job)
+
+    # -- other kinds ---------------------------------------------------------------------
+
+    def _run_method(self, job: dict) -> None:
+        runner = self.runners.get(job["kind"])
+        if not self.store.start_job(job["id"]):
+            return
+        self.emit("job.started", {"job_id": job["id"], "kind": job["kind"]}, job)
+        if runner is None:
+            self._fail(job, RuntimeError(f"no runner for jobs of kind '{job['kind']}'"))
+            return
+        ctx = JobContext(self, job)
+        try:
+            result = runner(ctx)
+        except Cancelled:
+            return
+        except Exception as exc:
+            self._fail(job, exc)
+            return
+        if ctx.canceled():
+            return
+        if self.store.finish_job(job["id"], "completed", result=result):
+            self.emit("job.completed", {"job_id": job["id"], "result": result}, job)
+
+    def _fail(self, job: dict, exc: BaseException) -> None:
+        if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+            reason = f"out of memory: {exc}"
+        else:
+            reason = f"{type(exc).__name__}: {exc}" if not getattr(exc, "name", None) else str(exc)
+        log.info("job %s failed: %s", job["id"], reason)
+        if self.store.finish_job(job["id"], "failed", error=reason):
+            self.emit("job.failed", {"job_id": job["id"], "error": reason}, job)
