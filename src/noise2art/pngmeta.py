@@ -64,16 +64,21 @@ class GenerationParams:
     scheduler_class: str = ""
     # Set when `generate --from` changed some stored settings: "IMAGE.png (steps, seed)".
     derived_from: str = ""
+    # A search result's place in its stream (`methods.index`): kind, stream id, idx, and for
+    # like / between / beyond the anchors and position, for a directed query the concept and
+    # weight. Its noise is then not the seed's own, so `generate --from` refuses it.
+    stream: dict = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings, *, prompt: str, negative: str, seed: int, model: str, version: str,
-                      embedding_hash: str, embedding_file: str = "", batch_seeds=(), derived_from: str = ""):
+                      embedding_hash: str, embedding_file: str = "", batch_seeds=(), derived_from: str = "",
+                      stream: dict | None = None):
         """The record of one image sampled with `settings` (an `engine.settings.SampleSettings`)."""
         return cls(prompt=prompt, negative=negative, seed=seed, steps=settings.steps, guidance=settings.guidance,
                    scheduler=settings.scheduler_label, width=settings.width, height=settings.height, model=model,
                    version=version, embedding_hash=embedding_hash, embedding_file=embedding_file,
                    batch_seeds=list(batch_seeds), precision=settings.precision,
-                   scheduler_class=settings.scheduler_class, derived_from=derived_from)
+                   scheduler_class=settings.scheduler_class, derived_from=derived_from, stream=dict(stream or {}))
 
     def infotext(self) -> str:
         lines = [self.prompt]
@@ -84,6 +89,8 @@ class GenerationParams:
             f"Steps: {self.steps}, Sampler: {sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
             f"Size: {self.width}x{self.height}, Model: {self.model}, Embedding hash: {self.embedding_hash}, "
             f"Version: noise2art {self.version}" + (f", Precision: {self.precision}" if self.precision != "model" else "")
+            + (f", Steered: {self.stream['toward']['concept']} x{self.stream['toward']['weight']:.3g}"
+               if self.stream.get("toward") else "")
         )
         return "\n".join(lines)
 

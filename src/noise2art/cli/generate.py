@@ -50,6 +50,10 @@ def _settings_from_image(args):
     params = read_params(args.from_image)
     if not isinstance(params, GenerationParams):
         raise InvalidArgument("from", f"'{args.from_image}' was not written by noise2art; only its infotext is readable")
+    if params.stream and (params.stream.get("kind") != "query" or params.stream.get("toward")):
+        # Its noise or embedding is the stream's, not the seed's and the prompt's own.
+        raise InvalidArgument("from", f"'{args.from_image}' is a {params.stream.get('kind')} search result; "
+                                      "`noise2art search` remakes it (its stream and idx are in its metadata)")
     overridden = [name for name in FROM_FLAGS if getattr(args, name) is not None]
     stored = {
         "prompt": f"@{params.embedding_file}" if params.embedding_file else params.prompt,

@@ -17,6 +17,7 @@ from noise2art.errors import Noise2ArtError
 # Command modules, in the order `noise2art --help` lists them.
 COMMAND_MODULES = [
     "noise2art.cli.generate",
+    "noise2art.cli.search",
     "noise2art.cli.interpolate",
     "noise2art.cli.explore",
     "noise2art.cli.optimize",

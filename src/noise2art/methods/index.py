@@ -1,0 +1,461 @@
+"""The infinite index: result streams over images that do not exist yet (docs/index.md).
+
+Prompting is retrieval on an infinite index: every query has results and every seed is
+another one. A **stream** is a query and a rule that gives result ``idx`` its noise; a
+**page** is ``page_size`` consecutive results (pages numbered from 0). Everything about a
+result follows from the stream and ``idx``, so everyone gets the same pages, pages can be
+shared and cached, and no two results of a stream share a seed.
+
+Kinds of stream:
+
+- ``query``: a prompt (or embedding); result ``idx`` renders on seed ``seed_of(idx)``.
+  With ``seed_rule="shared"`` result k of every query uses the same noise (compare
+  queries side by side).
+- ``like``: around one image: its noise slerped a little toward fresh noise
+  (``noise_strength``) and its embedding moved to a fixed cosine similarity
+  (``similarity``) toward a random direction, both drawn from ``seed_of(idx)``.
+- ``between``: positions between two images in embedding and noise. The path is
+  re-timed to constant image-space speed (a coarse render measures it, as
+  `methods.retime` does) and result ``idx`` sits at arc-length fraction ``u_idx`` of the
+  van der Corput sequence (1/2, 1/4, 3/4, 1/8, ...), so each new page fills the largest
+  remaining gaps.
+- ``beyond``: the same past the second image, ``t`` in ``(1, t_end]``, where ``t_end`` is
+  the last position before the path jumps (`methods.retrievability.speed_profile`).
+
+A stream may be **directed** toward a concept: the embedding moves along the concept's
+direction (the mean over prompt templates of "query + concept" minus "query") with the
+largest weight that keeps its similarity to the query's own embedding at or above
+``min_similarity``. Every result of a directed stream records the concept and weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from noise2art import space
+from noise2art.engine.embedding import PromptEmbedding
+from noise2art.engine.sampling import CancelCheck, StepCallback
+from noise2art.engine.settings import SampleSettings, SamplingOverrides
+from noise2art.engine.validation import MAX_SEED
+from noise2art.errors import InvalidArgument
+
+KINDS = ("query", "like", "between", "beyond")
+SEED_RULES = ("derived", "shared")
+PAGE_SIZE = 24
+MAX_PAGE_SIZE = 100
+MAX_PAGE = 10**9
+SEED_BITS = 63
+
+# Templates a concept direction is averaged over: (with the concept, without it).
+CONCEPT_TEMPLATES = (
+    ("{q}, {c}", "{q}"),
+    ("{q} with {c}", "{q}"),
+    ("{c}, {q}", "{q}"),
+    ("a picture of {q}, {c}", "a picture of {q}"),
+    ("{q}, {c}, detailed", "{q}, detailed"),
+)
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def _mix(x: int, key: int) -> int:
+    """A bijection of [0, 2^63) keyed by `key`: distinct inputs never share an output.
+
+    Multiplication by an odd constant, addition and xor-shifts are each invertible modulo
+    2^63, so their composition is too (a small keyed permutation, not a cipher).
+    """
+    mask = (1 << SEED_BITS) - 1
+    a = (key | 1) & mask
+    b = (key >> 17) & mask
+    x = (x * 0x5851F42D4C957F2D + b) & mask
+    x ^= x >> 29
+    x = (x * a) & mask
+    x ^= x >> 31
+    x = (x * 0x2545F4914F6CDD1D) & mask
+    x ^= x >> 27
+    return x
+
+
+def stream_key(description: dict) -> int:
+    """A 64-bit key from a stream's canonical description."""
+    text = json.dumps(description, sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+SHARED_KEY = stream_key({"rule": "shared"})
+
+
+def van_der_corput(n: int, base: int = 2) -> float:
+    """The n-th point (n >= 1) of the van der Corput sequence in (0, 1): 1/2, 1/4, 3/4, 1/8, ..."""
+    q, denom = 0.0, 1.0
+    while n:
+        n, r = divmod(n, base)
+        denom *= base
+        q += r / denom
+    return q
+
+
+def page_indices(page: int, page_size: int = PAGE_SIZE) -> range:
+    """The result indices of page `page` (from 0)."""
+    if isinstance(page, bool) or not isinstance(page, int) or not 0 <= page <= MAX_PAGE:
+        raise InvalidArgument("page", f"must be an integer in [0, {MAX_PAGE}], got {page!r}")
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be an integer in [1, {MAX_PAGE_SIZE}], got {page_size!r}")
+    return range(page * page_size, (page + 1) * page_size)
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """An image a stream starts from: its embedding (batch 1) and its seed."""
+
+    embedding: PromptEmbedding
+    seed: int
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Steering toward a concept: `embedding + weight * direction` (rows 1..)."""
+
+    concept: str
+    weight: float
+    direction: Tensor  # [L, D] for cond; the uncond states stay
+
+    def record(self) -> dict:
+        return {"concept": self.concept, "weight": self.weight}
+
+
+@dataclass
+class StreamConfig:
+    """How a stream's results are drawn.
+
+    Attributes:
+        seed_rule: "derived" (seeds from the stream and idx) or "shared" (result k of
+            every query has the same seed).
+        similarity: `like`: cosine similarity of each result's embedding to the image's.
+        noise_strength: `like`: slerp weight from the image's noise toward fresh noise.
+        coarse: `between` / `beyond`: positions rendered once to measure the path.
+        beyond_max: `beyond`: the furthest t looked at.
+        jump_factor: `beyond`: a step faster than this times the median speed is a jump.
+        sampling: sampling settings of every result (`SamplingOverrides`).
+    """
+
+    seed_rule: str = "derived"
+    similarity: float = 0.95
+    noise_strength: float = 0.3
+    coarse: int = 9
+    beyond_max: float = 2.0
+    jump_factor: float = 3.0
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+
+    def check(self) -> StreamConfig:
+        if self.seed_rule not in SEED_RULES:
+            raise InvalidArgument("seed_rule", f"must be one of {', '.join(SEED_RULES)}, got {self.seed_rule!r}")
+        for name, lo, hi in (("similarity", 0.0, 1.0), ("noise_strength", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise InvalidArgument(name, f"must be a number in [{lo:g}, {hi:g}], got {v!r}")
+        if isinstance(self.coarse, bool) or not isinstance(self.coarse, int) or not 3 <= self.coarse <= 64:
+            raise InvalidArgument("coarse", f"must be an integer in [3, 64], got {self.coarse!r}")
+        if not (isinstance(self.beyond_max, (int, float)) and 1.0 < self.beyond_max <= 10.0):
+            raise InvalidArgument("beyond_max", f"must be a number in (1, 10], got {self.beyond_max!r}")
+        if not (isinstance(self.jump_factor, (int, float)) and self.jump_factor > 1.0):
+            raise InvalidArgument("jump_factor", f"must be a number > 1, got {self.jump_factor!r}")
+        self.sampling.check()
+        return self
+
+
+@dataclass
+class Result:
+    """One result of a stream, before it is rendered: what fixes it.
+
+    Attributes:
+        idx: its index in the stream.
+        seed: the seed of its noise (and of an ancestral scheduler's step noise).
+        embedding: batch 1.
+        noise: `[1, C, h, w]` initial latents when they are not `seed`'s own noise (like,
+            between, beyond), else None.
+        record: JSON-ready facts for its metadata: kind, stream id, position, steering.
+    """
+
+    idx: int
+    seed: int
+    embedding: PromptEmbedding
+    noise: Tensor | None
+    record: dict
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def concept_direction(model, query: PromptEmbedding | str, concept: str) -> Tensor:
+    """The concept's direction `[L, D]` for this query: the mean over `CONCEPT_TEMPLATES` of
+    `E(template with concept) - E(template without)`, rows 1.. (row 0 stays)."""
+    if not isinstance(concept, str) or not concept.strip():
+        raise InvalidArgument("toward", "give a concept, e.g. 'snow' or 'oil painting'")
+    text = query if isinstance(query, str) else query.prompts[0]
+    if not text.strip():
+        raise InvalidArgument("toward", "steering needs the query's text (an embedding without a prompt has none)")
+    with_c = [w.format(q=text, c=concept.strip()) for w, _ in CONCEPT_TEMPLATES]
+    without = [wo.format(q=text) for _, wo in CONCEPT_TEMPLATES]
+    a = model.encode(with_c).cond.float()
+    b = model.encode(without).cond.float()
+    d = (a - b).mean(dim=0)  # [L, D]
+    d[0] = 0.0
+    return d
+
+
+def steer(embedding: PromptEmbedding, direction: Tensor, weight: float) -> PromptEmbedding:
+    """`embedding` (batch 1) moved by `weight * direction` on its cond states."""
+    cond = embedding.cond.float() + weight * direction.to(embedding.cond.device)[None]
+    return embedding.with_tensors(cond.to(embedding.cond.dtype), embedding.uncond)
+
+
+def directed_weight(embedding: PromptEmbedding, direction: Tensor, min_similarity: float,
+                    max_weight: float = 4.0, iterations: int = 30) -> float:
+    """The largest weight in [0, max_weight] whose steered embedding keeps similarity
+    >= `min_similarity` to `embedding` (bisection: similarity falls as the weight grows)."""
+    if not 0.0 < min_similarity < 1.0:
+        raise InvalidArgument("min_similarity", f"must be in (0, 1), got {min_similarity!r}")
+    base = embedding.cond[0].float()
+
+    def sim(w: float) -> float:
+        return float(space.similarity(base, base + w * direction.to(base.device)))
+
+    if sim(max_weight) >= min_similarity:
+        return max_weight
+    lo, hi = 0.0, max_weight
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if sim(mid) >= min_similarity:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def direct(model, query: PromptEmbedding, concept: str, min_similarity: float = 0.9,
+           weight: float | None = None) -> Direction:
+    """The `Direction` toward `concept`, its weight chosen by `directed_weight` unless given."""
+    d = concept_direction(model, query, concept)
+    if weight is None:
+        weight = directed_weight(query, d, min_similarity)
+    elif not (isinstance(weight, (int, float)) and math.isfinite(weight)):
+        raise InvalidArgument("weight", f"must be a finite number, got {weight!r}")
+    return Direction(concept.strip(), float(weight), d)
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class Stream:
+    """Results of one query, any index on demand.
+
+    Build with `Stream.query`, `Stream.like`, `Stream.between` or `Stream.beyond`. `id` names
+    the stream (the same inputs give the same id); `results(idxs)` says what each result
+    is; `render(idxs)` makes their images.
+    """
+
+    def __init__(self, model, kind: str, anchors: Sequence[Anchor], config: StreamConfig,
+                 direction: Direction | None = None):
+        if kind not in KINDS:
+            raise InvalidArgument("kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.model, self.kind, self.anchors, self.config = model, kind, list(anchors), config.check()
+        self.direction = direction
+        self.settings: SampleSettings = model.resolve(config.sampling)
+        description = {
+            "model": model.model_id, "kind": kind, "rule": config.seed_rule,
+            "anchors": [(a.embedding.hash(), a.embedding.negative[0], a.seed) for a in self.anchors],
+            "settings": self.settings.as_overrides().to_dict() | {"batch_size": None},
+            "direction": direction.record() if direction else None,
+            "like": (config.similarity, config.noise_strength) if kind == "like" else None,
+            "path": (config.coarse, config.beyond_max, config.jump_factor) if kind in ("between", "beyond") else None,
+        }
+        self.key = stream_key(description)
+        self.id = f"{self.key:016x}"
+        self._path = None  # between / beyond: (InterpolationPath, sample alphas, arc length)
+
+    # -- constructors ----------------------------------------------------------------------
+
+    @classmethod
+    def query(cls, model, query: PromptEmbedding | str, config: StreamConfig | None = None, *, negative: str = "",
+              toward: str | None = None, min_similarity: float = 0.9, weight: float | None = None) -> Stream:
+        emb = model.encode([query], negative) if isinstance(query, str) else model.as_embedding(query)
+        if len(emb) != 1:
+            raise InvalidArgument("query", f"one query at a time, got a batch of {len(emb)}")
+        direction = direct(model, emb, toward, min_similarity, weight) if toward else None
+        return cls(model, "query", [Anchor(emb, 0)], config or StreamConfig(), direction)
+
+    @classmethod
+    def like(cls, model, anchor: Anchor, config: StreamConfig | None = None) -> Stream:
+        return cls(model, "like", [_checked(model, anchor)], config or StreamConfig())
+
+    @classmethod
+    def between(cls, model, a: Anchor, b: Anchor, config: StreamConfig | None = None) -> Stream:
+        return cls(model, "between", [_checked(model, a), _checked(model, b)], config or StreamConfig())
+
+    @classmethod
+    def beyond(cls, model, a: Anchor, b: Anchor, config: StreamConfig | None = None) -> Stream:
+        return cls(model, "beyond", [_checked(model, a), _checked(model, b)], config or StreamConfig())
+
+    # -- seeds -----------------------------------------------------------------------------
+
+    def seed_of(self, idx: int) -> int:
+        """Result `idx`'s seed: a keyed bijection of idx, so no two results share one."""
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < MAX_SEED:
+            raise InvalidArgument("idx", f"must be an integer >= 0, got {idx!r}")
+        return _mix(idx, SHARED_KEY if self.config.seed_rule == "shared" else self.key)
+
+    # -- what each result is ---------------------------------------------------------------
+
+    def results(self, idxs: Sequence[int], callback: StepCallback | None = None,
+                cancel: CancelCheck | None = None) -> list[Result]:
+        """What results `idxs` are (a between / beyond stream first measures its path: one
+        coarse render, made once)."""
+        idxs = [int(i) for i in idxs]
+        if self.kind == "query":
+            return [self._query_result(i) for i in idxs]
+        if self.kind == "like":
+            return [self._like_result(i) for i in idxs]
+        self._measure(callback, cancel)
+        return [self._path_result(i) for i in idxs]
+
+    def _record(self, idx: int, **extra) -> dict:
+        out = {"stream": self.id, "kind": self.kind, "idx": idx, **extra}
+        if self.direction is not None:
+            out["toward"] = self.direction.record()
+        return out
+
+    def _query_result(self, idx: int) -> Result:
+        emb = self.anchors[0].embedding
+        if self.direction is not None:
+            emb = steer(emb, self.direction.direction, self.direction.weight)
+        return Result(idx, self.seed_of(idx), emb, None, self._record(idx))
+
+    def _like_result(self, idx: int) -> Result:
+        anchor = self.anchors[0]
+        seed = self.seed_of(idx)
+        gen = torch.Generator().manual_seed(seed)
+        e = anchor.embedding
+        # A random direction per row with the embedding's own row norms; slerp toward it to
+        # exactly the asked similarity.
+        rows = torch.randn(e.cond.shape[1:], generator=gen, dtype=torch.float32)
+        cond0 = e.cond[0].float().cpu()
+        rows = rows / rows.norm(dim=-1, keepdim=True).clamp_min(1e-12) * cond0.norm(dim=-1, keepdim=True)
+        moved = space.slerp_to_similarity(cond0, rows, self.config.similarity).embedding
+        emb = e.with_tensors(moved[None].to(e.cond.device, e.cond.dtype), e.uncond)
+        own = self.model.initial_noise([anchor.seed], self.settings.height, self.settings.width).float().cpu()
+        fresh = self.model.initial_noise([seed], self.settings.height, self.settings.width).float().cpu()
+        noise = space.slerp_noise(own, fresh, float(self.config.noise_strength))
+        return Result(idx, seed, emb, noise, self._record(idx, similarity=self.config.similarity,
+                                                          noise_strength=self.config.noise_strength,
+                                                          anchor_seed=anchor.seed))
+
+    # -- between / beyond ------------------------------------------------------------------
+
+    def _span(self) -> tuple[float, float]:
+        return (0.0, 1.0) if self.kind == "between" else (1.0, float(self.config.beyond_max))
+
+    def _measure(self, callback, cancel) -> None:
+        """Render the path at `coarse` positions once; keep its arc length (image space)."""
+        if self._path is not None:
+            return
+        from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath, render_frames
+        from noise2art.methods.retime import model_distance
+        from noise2art.methods.retrievability import speed_profile
+
+        a, b = self.anchors
+        cfg = InterpolationConfig(frames=self.config.coarse, seed=a.seed, seed_to=b.seed,
+                                  range=self._span(), sampling=self.settings.as_overrides())
+        path = InterpolationPath(self.model, [a.embedding, b.embedding], cfg)
+        lo, hi = self._span()
+        alphas = torch.linspace(lo, hi, self.config.coarse, dtype=torch.float64)
+        images = render_frames(self.model, path.embeddings(alphas), path.noises(alphas), cfg,
+                               callback=callback, cancel=cancel)
+        steps = model_distance(self.model)(images[:-1], images[1:]).double().clamp_min(0)
+        end = hi
+        if self.kind == "beyond":
+            profile = speed_profile(alphas, steps, self.config.jump_factor)
+            if profile.jumps:
+                # The last position before the first jump: past it the path is another picture.
+                first = profile.jumps[0]
+                end = float(alphas[first])
+                alphas, steps = alphas[:first + 1], steps[:first]
+        if end <= lo or len(alphas) < 2:
+            raise InvalidArgument("beyond", "the path jumps right past the second image: there is nothing beyond it")
+        arc = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
+        self._path = (path, alphas, arc, end)
+
+    def position(self, idx: int) -> float:
+        """Result `idx`'s t on the path: arc-length fraction `van_der_corput(idx + 1)`, re-timed."""
+        _, alphas, arc, _ = self._path
+        u = van_der_corput(idx + 1)
+        total = float(arc[-1])
+        if total <= 0:
+            return float(alphas[0] + u * (alphas[-1] - alphas[0]))
+        target = u * total
+        j = int(torch.searchsorted(arc, torch.tensor([target], dtype=torch.float64), right=True).clamp(1, len(arc) - 1))
+        s0, s1, a0, a1 = float(arc[j - 1]), float(arc[j]), float(alphas[j - 1]), float(alphas[j])
+        return a0 + (target - s0) / (s1 - s0) * (a1 - a0) if s1 > s0 else a0
+
+    def _path_result(self, idx: int) -> Result:
+        path, _, _, end = self._path
+        t = self.position(idx)
+        ts = torch.tensor([t], dtype=torch.float64)
+        emb = path.embeddings(ts)
+        noise = path.noises(ts)
+        return Result(idx, self.anchors[0].seed, emb, noise,
+                      self._record(idx, t=t, end=end, anchor_seeds=[a.seed for a in self.anchors]))
+
+    @property
+    def end(self) -> float | None:
+        """`beyond`: the last t before the path jumps (known once measured)."""
+        return self._path[3] if self._path is not None else None
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render(self, results: Sequence[Result], callback: StepCallback | None = None,
+               cancel: CancelCheck | None = None, on_batch: Callable[[list[Result], Tensor], object] | None = None
+               ) -> Tensor:
+        """Images `[N, 3, H, W]` (CPU, float32) of `results`, in batches of the settings'
+        batch size; `on_batch(results, images)` after each batch (stream them out)."""
+        model = self.model
+        run = self.settings
+        out = []
+        batch = max(1, run.batch_size)
+        for start in range(0, len(results), batch):
+            part = list(results[start:start + batch])
+            emb = PromptEmbedding.cat([r.embedding for r in part]).to(model.device, model.dtype)
+            seeds = [r.seed for r in part]
+            latents = None
+            if any(r.noise is not None for r in part):
+                latents = torch.cat([r.noise if r.noise is not None else
+                                     model.initial_noise([r.seed], run.height, run.width).float().cpu()
+                                     for r in part]).to(model.device, model.dtype)
+            with torch.no_grad():
+                z = model.sample(emb, seeds, latents=latents, settings=run, pairing="zip", callback=callback,
+                                 cancel=cancel)
+                images = model.decode(z, batch_size=len(part)).float().cpu()
+            if on_batch is not None:
+                on_batch(part, images)
+            out.append(images)
+        return torch.cat(out) if out else torch.zeros(0, 3, run.height, run.width)
+
+
+def _checked(model, anchor: Anchor) -> Anchor:
+    emb = model.as_embedding(anchor.embedding)
+    if len(emb) != 1:
+        raise InvalidArgument("anchor", f"an anchor is one image, got an embedding batch of {len(emb)}")
+    if isinstance(anchor.seed, bool) or not isinstance(anchor.seed, int) or not 0 <= anchor.seed < MAX_SEED:
+        raise InvalidArgument("seed", f"must be an integer in [0, 2^63), got {anchor.seed!r}")
+    return Anchor(emb, anchor.seed)

@@ -1,0 +1,158 @@
+"""The infinite index on the tiny random model: seeds, pages, like, between, beyond, directed queries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from noise2art import space
+from noise2art.engine.settings import SamplingOverrides
+from noise2art.errors import InvalidArgument
+from noise2art.methods.index import (
+    Anchor,
+    Stream,
+    StreamConfig,
+    _mix,
+    concept_direction,
+    directed_weight,
+    page_indices,
+    van_der_corput,
+)
+
+FAST = SamplingOverrides(steps=2, scheduler="ddim")
+
+
+def config(**kw) -> StreamConfig:
+    return StreamConfig(sampling=FAST, **kw)
+
+
+def test_the_same_query_gives_the_same_stream_and_seeds(tiny_model):
+    a = Stream.query(tiny_model, "a red ball", config())
+    b = Stream.query(tiny_model, "a red ball", config())
+    other = Stream.query(tiny_model, "a blue cube", config())
+    assert a.id == b.id != other.id
+    assert [a.seed_of(i) for i in range(50)] == [b.seed_of(i) for i in range(50)]
+    assert a.seed_of(0) != other.seed_of(0)
+    # Other sampling settings are another stream.
+    assert Stream.query(tiny_model, "a red ball", StreamConfig(sampling=SamplingOverrides(steps=3))).id != a.id
+
+
+def test_pages_never_share_a_seed(tiny_model):
+    stream = Stream.query(tiny_model, "a red ball", config())
+    seeds = [stream.seed_of(i) for p in range(40) for i in page_indices(p, 24)]
+    assert len(seeds) == len(set(seeds)) == 960
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert list(page_indices(2, 24)) == list(range(48, 72))
+
+
+def test_the_seed_mix_is_a_bijection_on_a_block():
+    # A bijection of [0, 2^63) keeps every block of inputs distinct; check a dense block.
+    outputs = {_mix(x, 12345) for x in range(20000)}
+    assert len(outputs) == 20000
+
+
+def test_shared_seed_rule_gives_result_k_the_same_noise_for_every_query(tiny_model):
+    a = Stream.query(tiny_model, "a red ball", config(seed_rule="shared"))
+    b = Stream.query(tiny_model, "a blue cube", config(seed_rule="shared"))
+    assert a.id != b.id
+    assert [a.seed_of(k) for k in range(10)] == [b.seed_of(k) for k in range(10)]
+
+
+def test_a_query_result_is_the_prompt_on_its_seed(tiny_model):
+    stream = Stream.query(tiny_model, "a red ball", config())
+    results = stream.results(range(3))
+    images = stream.render(results)
+    for k, r in enumerate(results):
+        assert r.noise is None and r.record == {"stream": stream.id, "kind": "query", "idx": k}
+        expected = tiny_model.render("a red ball", [r.seed], steps=2, scheduler="ddim").float().cpu()
+        # Same noise and embedding; the batch may differ by float rounding only.
+        torch.testing.assert_close(images[k:k + 1], expected, atol=2e-3, rtol=0)
+    assert not torch.allclose(images[0], images[1])
+
+
+def test_bad_pages_and_configs_name_the_field(tiny_model):
+    with pytest.raises(InvalidArgument, match="page"):
+        page_indices(-1)
+    with pytest.raises(InvalidArgument, match="page_size"):
+        page_indices(0, 0)
+    with pytest.raises(InvalidArgument, match="seed_rule"):
+        Stream.query(tiny_model, "a", config(seed_rule="random"))
+    with pytest.raises(InvalidArgument, match="similarity"):
+        Stream.query(tiny_model, "a", config(similarity=1.5))
+
+
+def test_like_results_sit_at_the_asked_similarity_around_the_image(tiny_model):
+    emb = tiny_model.encode(["a red ball"])
+    stream = Stream.like(tiny_model, Anchor(emb, 5), config(similarity=0.9, noise_strength=0.0))
+    results = stream.results(range(4))
+    own_noise = tiny_model.initial_noise([5]).float().cpu()
+    for r in results:
+        sim = float(space.similarity(emb.cond[0].float(), r.embedding.cond[0].float()))
+        assert sim == pytest.approx(0.9, abs=2e-3)
+        torch.testing.assert_close(r.noise, own_noise)  # strength 0: the image's own noise
+        assert torch.equal(r.embedding.cond[0, 0], emb.cond[0, 0])  # row 0 stays
+    assert not torch.allclose(results[0].embedding.cond, results[1].embedding.cond)
+    moved = Stream.like(tiny_model, Anchor(emb, 5), config(noise_strength=0.5)).results([0])[0]
+    assert not torch.allclose(moved.noise, own_noise)
+
+
+def test_van_der_corput_fills_the_largest_gaps():
+    points = [van_der_corput(n) for n in range(1, 8)]
+    assert points == [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875]
+
+
+def test_between_positions_are_equal_arc_length_fractions(tiny_model, monkeypatch):
+    from noise2art.methods import retime
+
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    # A path whose image changes all in its first quarter: re-timed positions crowd there.
+    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
+        [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    stream = Stream.between(tiny_model, a, b, config(coarse=9))
+    ts = [r.record["t"] for r in stream.results(range(7))]
+    # Arc length is all in t in [0, 0.25]: fractions 1/2, 1/4, 3/4 ... map to t = u / 4.
+    assert ts == pytest.approx([0.125, 0.0625, 0.1875, 0.03125, 0.15625, 0.09375, 0.21875])
+    assert len(set(ts)) == 7 and all(0 < t < 1 for t in ts)
+
+
+def test_between_results_render_between_the_two_images(tiny_model):
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    stream = Stream.between(tiny_model, a, b, config(coarse=5))
+    results = stream.results(range(3))
+    images = stream.render(results)
+    assert images.shape[0] == 3 and torch.isfinite(images).all()
+    assert all(r.record["anchor_seeds"] == [1, 2] for r in results)
+
+
+def test_beyond_stops_before_the_path_jumps(tiny_model, monkeypatch):
+    from noise2art.methods import retime
+
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    # Coarse positions 1, 1.125, ..., 2: the step after the fourth position jumps.
+    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
+        [1.0, 1.0, 1.0, 9.0, 1.0, 1.0, 1.0, 1.0]))
+    stream = Stream.beyond(tiny_model, a, b, config(coarse=9, beyond_max=2.0))
+    ts = [r.record["t"] for r in stream.results(range(6))]
+    assert stream.end == pytest.approx(1.375)
+    assert all(1.0 < t <= 1.375 for t in ts)
+
+
+def test_a_directed_query_keeps_the_similarity_floor_and_records_the_concept(tiny_model):
+    base = Stream.query(tiny_model, "a ball", config())
+    steered = Stream.query(tiny_model, "a ball", config(), toward="snow", min_similarity=0.95)
+    assert steered.id != base.id
+    w = steered.direction.weight
+    r = steered.results([0])[0]
+    sim = float(space.similarity(base.anchors[0].embedding.cond[0].float(), r.embedding.cond[0].float()))
+    assert sim >= 0.95 - 1e-4 and (w == 4.0 or sim == pytest.approx(0.95, abs=2e-3))
+    assert r.record["toward"] == {"concept": "snow", "weight": w}
+    # A lower floor steers harder.
+    harder = Stream.query(tiny_model, "a ball", config(), toward="snow", min_similarity=0.8)
+    assert harder.direction.weight >= w
+    d = concept_direction(tiny_model, "a ball", "snow")
+    assert torch.equal(d[0], torch.zeros_like(d[0])) and d.abs().sum() > 0
+    with pytest.raises(InvalidArgument, match="min_similarity"):
+        directed_weight(base.anchors[0].embedding, d, 1.5)
