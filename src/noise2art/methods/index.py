@@ -425,16 +425,22 @@ class Stream:
     # -- rendering -------------------------------------------------------------------------
 
     def render(self, results: Sequence[Result], callback: StepCallback | None = None,
-               cancel: CancelCheck | None = None, on_batch: Callable[[list[Result], Tensor], object] | None = None
-               ) -> Tensor:
+               cancel: CancelCheck | None = None, on_batch: Callable[[list[Result], Tensor], object] | None = None,
+               first_batch: int | None = None) -> Tensor:
         """Images `[N, 3, H, W]` (CPU, float32) of `results`, in batches of the settings'
-        batch size; `on_batch(results, images)` after each batch (stream them out)."""
+        batch size; `on_batch(results, images)` after each batch (stream them out).
+        `first_batch` makes the first batch smaller, so the first images come sooner."""
         model = self.model
         run = self.settings
         out = []
         batch = max(1, run.batch_size)
-        for start in range(0, len(results), batch):
-            part = list(results[start:start + batch])
+        bounds, start = [], 0
+        while start < len(results):
+            size = min(first_batch, batch) if first_batch and not bounds else batch
+            bounds.append((start, min(len(results), start + size)))
+            start += size
+        for start, stop in bounds:
+            part = list(results[start:stop])
             emb = PromptEmbedding.cat([r.embedding for r in part]).to(model.device, model.dtype)
             seeds = [r.seed for r in part]
             latents = None

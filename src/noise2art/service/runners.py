@@ -210,7 +210,130 @@ def run_invariant(ctx) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- streams of the index
+
+FIRST_BATCH = 4
+
+
+def _image_anchor(model, store: Store, image_id: str, owner: str, field: str):
+    """A stored image as a stream anchor: its embedding (re-steered if it was), seed and settings."""
+    from noise2art.methods.index import Anchor, concept_direction, steer
+
+    row = store.get_image(image_id, owner)
+    if row is None:
+        raise InvalidArgument(field, f"no image {image_id}")
+    record = (row.get("extra") or {}).get("stream") or {}
+    if record.get("kind") not in (None, "query"):
+        raise InvalidArgument(field, f"image {image_id} is a {record['kind']} result: its noise is not its seed's")
+    if row["embedding_id"] is None:
+        raise InvalidArgument(field, f"image {image_id} has no stored embedding to start from")
+    emb = stored_embedding(model, store, row["embedding_id"], owner)
+    if record.get("toward"):
+        toward = record["toward"]
+        emb = steer(emb, concept_direction(model, emb, toward["concept"]), float(toward["weight"]))
+    settings = SamplingOverrides(steps=row["steps"], guidance=row["guidance"],
+                                 scheduler=None if row["scheduler"] == "default" else row["scheduler"],
+                                 height=row["height"], width=row["width"], precision=row["precision"])
+    return Anchor(emb, int(row["seed"])), settings
+
+
+def build_stream(model, store: Store, request: dict, owner: str):
+    """The `methods.index.Stream` a `StreamRequest` (as a dict) describes; checks its images."""
+    from noise2art.methods.index import Stream, StreamConfig
+
+    kind = next((n for n in ("like", "between", "beyond") if request.get(n) is not None), "query")
+    config = StreamConfig(seed_rule="shared" if request.get("shared_seeds") else "derived")
+    for name in ("similarity", "noise_strength"):
+        if request.get(name) is not None:
+            setattr(config, name, request[name])
+    asked = sampling_of(request)
+    if kind == "query":
+        config.sampling = asked
+        if request.get("embedding_id"):
+            query = stored_embedding(model, store, request["embedding_id"], owner)
+        else:
+            query = model.encode([request["query"]], request.get("negative", ""))
+        return Stream.query(model, query, config, toward=request.get("toward"),
+                            min_similarity=request.get("min_similarity", 0.9))
+    ids = [request["like"]] if kind == "like" else request[kind]
+    anchors = [_image_anchor(model, store, i, owner, kind) for i in ids]
+    config.sampling = anchors[0][1].merged(SamplingOverrides(**{k: v for k, v in asked.given().items()
+                                                                 if k != "precision" or request.get("precision")}))
+    build = {"like": Stream.like, "between": Stream.between, "beyond": Stream.beyond}[kind]
+    return build(model, *[a for a, _ in anchors], config)
+
+
+def stream_view(stream) -> dict:
+    """What `GET /api/v1/streams/{id}` shows of a stream."""
+    return {"id": stream.id, "kind": stream.kind, "toward": stream.direction.record() if stream.direction else None,
+            "settings": stream.settings.to_dict(), "end": stream.end}
+
+
+def open_stream(worker, store: Store, request: dict, owner: str) -> dict:
+    """Build a stream (on the worker thread), record it, cache it; returns its view."""
+    stream = build_stream(worker.model, store, request, owner)
+    store.add_stream(stream.id, {"request": request, "view": stream_view(stream)})
+    worker.cache[("stream", stream.id, owner)] = stream
+    return stream_view(stream)
+
+
+def cached_stream(ctx_or_worker, store: Store, stream_id: str, owner: str):
+    """A stream from the worker's cache, or rebuilt from its stored request (after a restart)."""
+    worker = getattr(ctx_or_worker, "worker", ctx_or_worker)
+    stream = worker.cache.get(("stream", stream_id, owner))
+    if stream is None:
+        row = store.get_stream(stream_id)
+        if row is None:
+            raise InvalidArgument("stream_id", f"no stream {stream_id}")
+        stream = build_stream(worker.model, store, row["request"]["request"], owner)
+        worker.cache[("stream", stream_id, owner)] = stream
+    return stream
+
+
+def run_stream_page(ctx) -> dict:
+    """Render the results of one page that are not stored yet; each is a `job.image` event."""
+    from noise2art.methods.index import page_indices
+
+    request = ctx.job["request"]
+    stream = cached_stream(ctx, ctx.store, request["stream_id"], ctx.owner)
+    idxs = page_indices(request["page"], request["size"])
+    have = ctx.store.stream_results(stream.id, ctx.owner, idxs.start, idxs.stop)
+    missing = [i for i in idxs if i not in have]
+    query_id = None
+    if stream.kind == "query":
+        query_id = save_embedding(ctx.model, ctx.store, stream.anchors[0].embedding, source="query",
+                                  owner=ctx.owner, job_id=ctx.job["id"])
+    done = {"n": len(have)}
+    total_steps = {"n": 0}
+
+    def callback(step: int, total: int, latents) -> None:
+        total_steps["n"] = total
+        ctx.progress((done["n"] + step / max(total, 1) * min(stream.settings.batch_size, len(missing)))
+                     / len(idxs), step=step, steps=total)
+
+    def on_batch(results, images) -> None:
+        extra = [{"stream": r.record} for r in results]
+        emb = [r.embedding for r in results]
+        ids = []
+        for r, image, e, x in zip(results, images, emb, extra):
+            ids += store_images(ctx, image[None], stream.settings, e, [r.seed], method="search",
+                                embedding_id=query_id if stream.kind == "query" else None, extra=[x])
+        ctx.store.add_stream_results(stream.id, ctx.owner, [(r.idx, i) for r, i in zip(results, ids)])
+        for r, i in zip(results, ids):
+            ctx.emit("job.image", {"image_id": i, "idx": r.idx, "seed": r.seed})
+        done["n"] += len(results)
+        ctx.progress(done["n"] / len(idxs), force=True)
+
+    if missing:
+        results = stream.results(missing, cancel=ctx.canceled)
+        # A small first batch: the first images show while the rest render.
+        stream.render(results, callback=callback, cancel=ctx.canceled, on_batch=on_batch, first_batch=FIRST_BATCH)
+    stored = ctx.store.stream_results(stream.id, ctx.owner, idxs.start, idxs.stop)
+    return {"stream_id": stream.id, "page": request["page"], "image_ids": [stored[i]["id"] for i in idxs]}
+
+
 RUNNERS = {
+    "stream.page": run_stream_page,
     "interpolate": run_interpolate,
     "optimize": run_optimize,
     "invariant": run_invariant,

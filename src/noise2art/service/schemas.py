@@ -238,3 +238,66 @@ class LoginRequest(Strict):
 class LoginView(BaseModel):
     user: str
     token: str
+
+
+class StreamRequest(Sampling):
+    """`POST /api/v1/streams`: a query (a prompt or a stored embedding), or results around
+    stored images (`like`, `between`, `beyond`), optionally steered `toward` a concept."""
+
+    query: Prompt | None = None
+    embedding_id: Id | None = None
+    negative: Prompt = ""
+    like: Id | None = None
+    between: list[Id] | None = Field(None, min_length=2, max_length=2)
+    beyond: list[Id] | None = Field(None, min_length=2, max_length=2)
+    toward: str | None = Field(None, min_length=1, max_length=200)
+    min_similarity: float = Field(0.9, gt=0, lt=1)
+    shared_seeds: bool = False
+    similarity: float | None = Field(None, ge=0, le=1)
+    noise_strength: float | None = Field(None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [name for name in ("like", "between", "beyond") if getattr(self, name) is not None]
+        query = self.query is not None or self.embedding_id is not None
+        if self.query is not None and self.embedding_id is not None:
+            raise ValueError("give a query or an embedding_id, not both")
+        if self.query is not None and not self.query.strip():
+            raise ValueError("query must not be empty")
+        if len(given) + int(query) != 1:
+            raise ValueError("give exactly one of query (or embedding_id), like, between and beyond")
+        if (self.toward or self.shared_seeds) and not query:
+            raise ValueError("toward and shared_seeds apply to a query only")
+        if (self.similarity is not None or self.noise_strength is not None) and self.like is None:
+            raise ValueError("similarity and noise_strength apply to like only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next((n for n in ("like", "between", "beyond") if getattr(self, n) is not None), "query")
+
+
+class StreamView(BaseModel):
+    id: str
+    kind: str
+    toward: dict | None = None
+    settings: dict
+    end: float | None = None
+
+
+class PageImage(BaseModel):
+    id: str
+    idx: int
+    seed: int
+    url: str
+    t: float | None = None
+    toward: dict | None = None
+
+
+class PageView(BaseModel):
+    stream_id: str
+    page: int
+    size: int
+    complete: bool
+    images: list[PageImage]
+    job_id: str | None = None

@@ -112,6 +112,9 @@ class Worker:
         self._active: dict[str, GenerateState] = {}
         self._thread: threading.Thread | None = None
         self._calls: queue.Queue[tuple[Callable[[], object], Future]] = queue.Queue()
+        # Objects the worker builds from the model and reuses (streams of the index, ...):
+        # touched on the worker thread only.
+        self.cache: dict = {}
 
     # -- control -------------------------------------------------------------------------
 

@@ -121,6 +121,22 @@ MIGRATIONS: list[str] = [
         updated REAL NOT NULL
     ) STRICT;
     """,
+    # 2: streams of the infinite index, and which image is which result of a stream.
+    """
+    CREATE TABLE streams (
+        id TEXT PRIMARY KEY,
+        request TEXT NOT NULL,
+        created REAL NOT NULL
+    ) STRICT;
+
+    CREATE TABLE stream_results (
+        stream_id TEXT NOT NULL REFERENCES streams (id),
+        owner TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images (id),
+        PRIMARY KEY (stream_id, owner, idx)
+    ) STRICT;
+    """,
 ]
 
 

@@ -373,6 +373,34 @@ class Store:
         with self.transaction() as db:
             db.execute("DELETE FROM logins WHERE token_hash = ?", (token_hash,))
 
+    # -- streams of the infinite index ------------------------------------------------------
+
+    def add_stream(self, stream_id: str, request: dict) -> None:
+        """Record a stream's definition (the same id always has the same definition)."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO streams (id, request, created) VALUES (?, ?, ?)",
+                       (stream_id, json.dumps(request), time.time()))
+
+    def get_stream(self, stream_id: str) -> dict | None:
+        return _row(self.db.execute("SELECT * FROM streams WHERE id = ?", (stream_id,)).fetchone(), ("request",))
+
+    def add_stream_results(self, stream_id: str, owner: str, pairs: list[tuple[int, str]]) -> None:
+        """Name images `(idx, image_id)` as results of a stream (the images are stored already)."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR IGNORE INTO stream_results (stream_id, owner, idx, image_id) "
+                           "VALUES (?, ?, ?, ?)", [(stream_id, owner, i, image_id) for i, image_id in pairs])
+
+    def stream_results(self, stream_id: str, owner: str, start: int, stop: int) -> dict[int, dict]:
+        """The stored results `start <= idx < stop`: idx -> image row."""
+        rows = self.db.execute("SELECT r.idx AS result_idx, i.* FROM stream_results r JOIN images i ON "
+                               "i.id = r.image_id WHERE r.stream_id = ? AND r.owner = ? AND r.idx >= ? AND "
+                               "r.idx < ? ORDER BY r.idx", (stream_id, owner, start, stop)).fetchall()
+        out = {}
+        for r in rows:
+            row = _row(r, ("extra",))
+            out[row.pop("result_idx")] = row
+        return out
+
     # -- feedback sessions -------------------------------------------------------------------
 
     def add_session(self, prompt: str, owner: str) -> dict:

@@ -402,6 +402,66 @@ def invariant(request: Request, body: S.InvariantRequest, owner: Owner) -> Respo
     return submit(request, owner, "invariant", body.model_dump(exclude={"priority"}), body.priority)
 
 
+# --------------------------------------------------------------------------- the infinite index
+
+
+@router.post("/streams", status_code=201, response_model=S.StreamView, responses={422: {"model": S.Error}})
+async def create_stream(request: Request, body: S.StreamRequest, owner: Owner) -> S.StreamView:
+    """A stream of results: the same request gives the same id (and the same pages for everyone)."""
+    from noise2art.service.runners import open_stream
+
+    state = _state(request)
+    _check_embedding_id(request, body.embedding_id, owner)
+    for image_id in [body.like] if body.like else (body.between or body.beyond or []):
+        if state.store.get_image(image_id, owner) is None:
+            raise InvalidArgument(body.kind, f"no image {image_id}")
+    if body.kind == "query":
+        _check_sampling(request, body)
+    payload = body.model_dump()
+    view = await asyncio.wrap_future(state.worker.call(lambda: open_stream(state.worker, state.store, payload,
+                                                                           owner)))
+    return S.StreamView(**view)
+
+
+@router.get("/streams/{stream_id}", response_model=S.StreamView, responses={404: {"model": S.Error}})
+def get_stream(request: Request, stream_id: IdPath, owner: Owner) -> S.StreamView:
+    row = _state(request).store.get_stream(stream_id)
+    if row is None:
+        raise HTTPException(404, f"no stream {stream_id}")
+    return S.StreamView(**row["request"]["view"])
+
+
+@router.get("/streams/{stream_id}/pages/{page}", response_model=S.PageView,
+            responses={202: {"model": S.PageView, "description": "the page is being rendered"},
+                       404: {"model": S.Error}, 429: {"model": S.Error}})
+def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = Path(ge=0, le=10**9),
+                size: int = Query(24, ge=1, le=100)):
+    """Page `page` (from 0) of `size` results: 200 with every image when the page is stored,
+    else 202 with the images ready so far and the `job_id` rendering the rest (the next page
+    is then prefetched at low priority)."""
+    store = _state(request).store
+    if store.get_stream(stream_id) is None:
+        raise HTTPException(404, f"no stream {stream_id}")
+    start, stop = page * size, (page + 1) * size
+    stored = store.stream_results(stream_id, owner, start, stop)
+    images = [S.PageImage(id=row["id"], idx=idx, seed=row["seed"], url=f"/api/v1/images/{row['id']}.png",
+                          t=(row["extra"].get("stream") or {}).get("t"),
+                          toward=(row["extra"].get("stream") or {}).get("toward"))
+              for idx, row in sorted(stored.items())]
+    if len(stored) == size:
+        return S.PageView(stream_id=stream_id, page=page, size=size, complete=True, images=images)
+    job = submit(request, owner, "stream.page", {"stream_id": stream_id, "page": page, "size": size})
+    job_id = json.loads(job.body)["job_id"]
+    if page + 1 <= 10**9:
+        try:
+            submit(request, owner, "stream.page", {"stream_id": stream_id, "page": page + 1, "size": size},
+                   "prefetch")
+        except HTTPException:
+            pass  # a full queue skips the prefetch, never the page asked for
+    view = S.PageView(stream_id=stream_id, page=page, size=size, complete=False, images=images, job_id=job_id)
+    return Response(view.model_dump_json(), status_code=202, media_type="application/json")
+
+
 # --------------------------------------------------------------------------- login
 
 

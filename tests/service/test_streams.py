@@ -1,0 +1,79 @@
+"""Streams of the infinite index through the API: ids, pages (200 stored, 202 rendering), prefetch."""
+
+from __future__ import annotations
+
+from tests.service.conftest import wait_job
+
+
+def create(client, **body) -> dict:
+    r = client.post("/api/v1/streams", json={"steps": 2, **body})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def full_page(client, stream_id: str, page: int, size: int = 4) -> dict:
+    r = client.get(f"/api/v1/streams/{stream_id}/pages/{page}?size={size}")
+    if r.status_code == 202:
+        wait_job(client, r.json()["job_id"])
+        r = client.get(f"/api/v1/streams/{stream_id}/pages/{page}?size={size}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_the_same_request_gives_the_same_stream(client):
+    a = create(client, query="a red ball")
+    b = create(client, query="a red ball")
+    c = create(client, query="a red ball", shared_seeds=True)
+    assert a["id"] == b["id"] != c["id"] and a["kind"] == "query"
+    assert client.get(f"/api/v1/streams/{a['id']}").json() == a
+
+
+def test_a_page_is_202_while_rendering_then_200_with_every_image(client):
+    stream = create(client, query="a red ball")
+    r = client.get(f"/api/v1/streams/{stream['id']}/pages/1?size=4")
+    assert r.status_code == 202 and r.json()["job_id"] and not r.json()["complete"]
+    job = wait_job(client, r.json()["job_id"])
+    assert job["status"] == "completed"
+    page = full_page(client, stream["id"], 1)
+    assert page["complete"] and [i["idx"] for i in page["images"]] == [4, 5, 6, 7]
+    assert job["result"]["image_ids"] == [i["id"] for i in page["images"]]
+    first = page["images"][0]
+    image = client.get(f"/api/v1/images/{first['id']}").json()
+    assert image["seed"] == first["seed"] and image["method"] == "search"
+    assert image["extra"]["stream"] == {"stream": stream["id"], "kind": "query", "idx": 4}
+    assert client.get(first["url"]).headers["content-type"] == "image/png"
+    # The next page was queued at low priority while page 1 rendered.
+    kinds = [(j["kind"], j["status"]) for j in client.get("/api/v1/jobs").json()["jobs"]]
+    assert len([k for k in kinds if k[0] == "stream.page"]) == 2
+
+
+def test_pages_share_no_seed_and_are_stable(client):
+    stream = create(client, query="a red ball")
+    p0, p1 = full_page(client, stream["id"], 0), full_page(client, stream["id"], 1)
+    assert not {i["seed"] for i in p0["images"]} & {i["seed"] for i in p1["images"]}
+    assert full_page(client, stream["id"], 0) == p0
+
+
+def test_directed_and_like_streams(client):
+    steered = create(client, query="a ball", toward="snow")
+    assert steered["toward"]["concept"] == "snow" and steered["toward"]["weight"] > 0
+    page = full_page(client, steered["id"], 0, 2)
+    assert all(i["toward"] == steered["toward"] for i in page["images"])
+    like = create(client, like=page["images"][0]["id"])
+    assert like["kind"] == "like" and like["settings"]["steps"] == 2
+    assert len(full_page(client, like["id"], 0, 2)["images"]) == 2
+    # A like result is not an anchor (its noise is not its seed's).
+    liked = full_page(client, like["id"], 0, 2)["images"][0]["id"]
+    r = client.post("/api/v1/streams", json={"like": liked})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "like"
+
+
+def test_bad_stream_requests_are_422_or_404(client):
+    for body in ({}, {"query": "a", "like": "0" * 16}, {"like": "0" * 16, "toward": "snow"},
+                 {"between": ["0" * 16]}, {"query": "a", "similarity": 0.5}):
+        assert client.post("/api/v1/streams", json=body).status_code == 422, body
+    assert client.post("/api/v1/streams", json={"like": "0" * 16}).status_code == 422  # no such image
+    assert client.get("/api/v1/streams/0000000000000000/pages/0").status_code == 404
+    stream = create(client, query="a red ball")
+    assert client.get(f"/api/v1/streams/{stream['id']}/pages/0?size=0").status_code == 422
+    assert client.get(f"/api/v1/streams/{stream['id']}/pages/-1").status_code == 422
