@@ -1,8 +1,8 @@
-"""Small charts drawn with Pillow: a line chart and a box plot, written as PNG.
+"""Small charts drawn with Pillow: a line chart, a box plot and a feedback session's map, written as PNG.
 
-Enough for score curves and benchmark summaries without a plotting dependency.
-Both functions write to a temporary name beside `path` and rename it into place, so
-an interrupted run never leaves half a file.
+Enough for score curves, benchmark summaries and session maps without a plotting
+dependency. Every function writes to a temporary name beside `path` and renames it into
+place, so an interrupted run never leaves half a file.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from noise2art.errors import InvalidArgument
@@ -19,6 +20,9 @@ from noise2art.files import atomic_write
 
 # Colour-blind-safe palette (Okabe & Ito), one colour per series / group.
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+
+# A map's point kinds (`FeedbackMap.kinds`), in the palette's first three colours.
+_MAP_COLOURS = {"path": PALETTE[0], "chosen": PALETTE[1], "candidate": PALETTE[2]}
 
 _SIZE = (640, 400)
 _MARGIN = dict(left=70, right=20, top=36, bottom=50)
@@ -114,6 +118,54 @@ def box_plot(
         for v in vals:
             if v < low_w or v > high_w:
                 draw.ellipse([cx - 2, y(v) - 2, cx + 2, y(v) + 2], outline="black")
+    return _save(image, path)
+
+
+def save_map_png(fmap, path: str | os.PathLike, size: int = 512) -> Path:
+    """Draw a feedback session's map: coloured points, labels, arrows along the path of ``C``.
+
+    Args:
+        fmap: a `noise2art.methods.feedback.FeedbackMap` (``points [N, 2]``, ``labels``,
+            ``kinds``, ``arrows``, ``explained``); taken by its fields, so this module
+            imports nothing from the methods above it.
+        path: the ``.png`` to write.
+        size: the square image's side in pixels, >= 64.
+
+    Returns:
+        The path written.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 64:
+        raise InvalidArgument("size", f"must be an integer >= 64, got {size!r}")
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise InvalidArgument("path", f"the map is written as .png, got '{path.name}'")
+    pts = np.asarray(fmap.points, dtype=np.float64).reshape(-1, 2)
+    margin = 40
+    lo, hi = pts.min(axis=0) if len(pts) else np.zeros(2), pts.max(axis=0) if len(pts) else np.ones(2)
+    span = np.where(hi - lo > 1e-12, hi - lo, 1.0)
+
+    def to_px(p):
+        q = (p - lo) / span
+        return margin + q[0] * (size - 2 * margin), size - margin - q[1] * (size - 2 * margin)
+
+    image = Image.new("RGB", (size, size), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default()
+    draw.text((6, 4), f"PCA: {fmap.explained[0]:.0%} / {fmap.explained[1]:.0%} of the variance", fill=(90, 90, 90),
+              font=font)
+    for a, b in fmap.arrows:
+        (x0, y0), (x1, y1) = to_px(pts[a]), to_px(pts[b])
+        draw.line([(x0, y0), (x1, y1)], fill=_MAP_COLOURS["path"], width=2)
+        angle = math.atan2(y1 - y0, x1 - x0)
+        for side in (-0.45, 0.45):
+            draw.line([(x1, y1), (x1 - 10 * math.cos(angle + side), y1 - 10 * math.sin(angle + side))],
+                      fill=_MAP_COLOURS["path"], width=2)
+    for p, label, kind in zip(pts, fmap.labels, fmap.kinds):
+        x, y = to_px(p)
+        r = 6 if label == "current" else 4
+        colour = _MAP_COLOURS.get(kind, (0, 0, 0))
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=colour, outline=(0, 0, 0) if label == "current" else None)
+        draw.text((x + 6, y - 6), label, fill=(0, 0, 0), font=font)
     return _save(image, path)
 
 

@@ -1,4 +1,5 @@
-"""Feedback sessions on the tiny SD model: candidates, batching, choices, persistence, map, BO, simulated users."""
+"""Feedback sessions on the tiny SD model: candidates, batching, choices, persistence, schemes, map, BO,
+simulated users."""
 
 from __future__ import annotations
 
@@ -17,17 +18,18 @@ from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.devices import native_bf16
 from noise2art.engine.companions import Companions
 from noise2art.errors import InvalidArgument
-from noise2art.methods import feedback_store
 from noise2art.methods.feedback import (
+    RECOMMENDERS,
+    SCHEMES,
     FeedbackConfig,
     FeedbackSession,
     build_pool,
     default_style_terms,
     farthest_point_selection,
     random_prompt,
-    save_map_png,
 )
-from noise2art.methods.recommender import (
+from noise2art.methods.feedback import store as feedback_store
+from noise2art.methods.feedback.preference_gp import (
     EmbeddingSubspace,
     NoiseSubspace,
     PreferenceGP,
@@ -41,6 +43,7 @@ from noise2art.methods.simulated_user import (
     simulate_feedback,
     simulate_prompt_rewriting,
 )
+from noise2art.plot import save_map_png
 
 PROMPT = "a red ball"
 
@@ -395,6 +398,80 @@ def test_bf16_precision_renders_close_to_the_model_and_consistently(tiny_model, 
     assert torch.equal(auto, b if on_cpu_with_bf16 else a)
 
 
+# --------------------------------------------------------------------------- schemes and old folders
+
+
+def test_every_scheme_name_has_one_class_with_the_protocol():
+    assert set(SCHEMES) == set(RECOMMENDERS)
+    for cls in SCHEMES.values():
+        assert all(callable(getattr(cls, m, None)) for m in ("propose", "observe", "state", "restore", "noise"))
+
+
+def test_a_history_entry_holds_one_scheme_state(tiny_model, pool, tmp_path):
+    folder = tmp_path / "s"
+    session = new_session(tiny_model, pool, path=folder, recommender="bo", prompt_axes=4, noise_axes=2)
+    cands = session.candidates()
+    entry = session.choose(1, 0.5)
+    assert set(entry.scheme_state) == {"candidates_z", "index", "noise_z"}
+    assert np.array_equal(entry.scheme_state["candidates_z"], cands.z) and entry.scheme_state["index"] == 1
+    record = json.loads((folder / "session.json").read_text())["history"][0]
+    assert record["scheme_state"] == entry.scheme_state and "candidates_z" not in record
+    assert session.scheme.state() == [entry.scheme_state]
+
+
+def as_version_1(state: dict) -> dict:
+    """A schema-2 ``session.json`` as the schema-1 code wrote it: every scheme's fields, null where unused."""
+    recommender = state["config"]["recommender"]
+    noise_z = [0.0] * state["config"]["noise_axes"] if recommender == "bo" else None
+    guess: list | None = [] if recommender == "terms" else None
+    history = []
+    for record in state["history"]:
+        old = {k: v for k, v in record.items() if k not in ("scheme_state", "time")}
+        scheme = record["scheme_state"]
+        old.update(candidates_z=scheme.get("candidates_z"), noise_z_previous=noise_z,
+                   noise_z_updated=scheme.get("noise_z"), candidate_edits=scheme.get("candidate_edits"),
+                   guess_previous=guess, guess_updated=scheme.get("guess"), time=record["time"])
+        if recommender == "bo":
+            noise_z = scheme["noise_z"]
+        if recommender == "terms":
+            guess = scheme["guess"]
+        history.append(old)
+    return {**state, "schema_version": 1, "noise_z": noise_z, "history": history}
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"recommender": "bo", "prompt_axes": 4, "noise_axes": 2},
+    {"recommender": "terms", "terms": {"time": ["at dawn", "at dusk"], "style": ["a sketch", "pixel art"]},
+     "n_variants": 3},
+], ids=["random", "bo", "terms"])
+def test_a_folder_of_schema_version_1_resumes_to_the_same_state(tiny_model, pool, tmp_path, overrides):
+    folder = tmp_path / "s"
+    session = new_session(tiny_model, pool, path=folder, **overrides)
+    session.choose(1, 0.5)
+    session.choose(2, 0.25)
+    state_path = folder / "session.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps(as_version_1(state), indent=1) + "\n")
+    assert feedback_store.read_state(folder) == state  # converted back, field by field
+    resumed = FeedbackSession.resume(tiny_model, folder, pool=pool)
+    assert [e.scheme_state for e in resumed.history] == [e.scheme_state for e in session.history]
+    assert resumed.scheme.state() == session.scheme.state()
+    assert torch.equal(resumed.noise, session.noise) and torch.equal(resumed.current.cond, session.current.cond)
+    expected, again = session.variants(), resumed.variants()
+    assert torch.equal(again.candidates.embedding.cond, expected.candidates.embedding.cond)
+    assert again.candidates.sources == expected.candidates.sources
+    assert torch.equal(again.images, expected.images)
+    # Undo needs the converted history only; the next write stores the current schema.
+    resumed.undo()
+    session.undo()
+    assert torch.equal(resumed.noise, session.noise)
+    assert torch.equal(resumed.candidates().embedding.cond, session.candidates().embedding.cond)
+    saved = json.loads(state_path.read_text())
+    assert saved["schema_version"] == feedback_store.SCHEMA_VERSION and "noise_z" not in saved
+    assert saved["history"][0]["scheme_state"] == session.history[0].scheme_state
+
+
 # --------------------------------------------------------------------------- map
 
 
@@ -420,7 +497,7 @@ def test_map_holds_path_choices_and_candidates(tiny_model, pool, tmp_path):
         session.map("tsne")
 
 
-# --------------------------------------------------------------------------- BO recommender
+# --------------------------------------------------------------------------- BO scheme
 
 
 def test_gp_proposals_stay_in_the_box_and_follow_the_choices():
@@ -488,11 +565,11 @@ def test_bo_session_renders_in_one_batch_learns_and_resumes(tiny_model, pool, tm
     assert torch.equal(latents[0], tiny_model.initial_noise([3])[0])  # z_noise = 0 at the start
     assert not torch.equal(latents[1], latents[2])  # candidates differ in noise too
     session.choose(4, 0.5)
-    assert np.allclose(session._noise_z, 0.5 * cands.z[4, 4:])
-    gp = session.recommender()
+    assert np.allclose(session.scheme.noise_z, 0.5 * cands.z[4, 4:])
+    gp = session.scheme.gp()
     assert gp.x.shape == (5, 6) and gp.y[4] == 1.0
     resumed = FeedbackSession.resume(tiny_model, folder, pool=pool)
-    assert np.allclose(resumed._noise_z, session._noise_z)
+    assert np.allclose(resumed.scheme.noise_z, session.scheme.noise_z)
     assert np.allclose(resumed.candidates().z, session.candidates().z)
 
 

@@ -1,4 +1,4 @@
-"""The terms recommender: edits, preferences, proposals, and sessions that use it (tiny SD model)."""
+"""The terms scheme: edits, preferences, proposals, and sessions that use it (tiny SD model)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ import torch
 
 from noise2art.errors import InvalidArgument
 from noise2art.methods.feedback import FeedbackConfig, FeedbackSession
-from noise2art.methods.vocabulary import GENERIC_STYLE_TERMS
-from noise2art.methods.term_recommender import (
-    Edit,
-    TermPreferences,
-    check_term_groups,
-    compose,
-    default_term_groups,
-)
+from noise2art.methods.feedback.term_preferences import Edit, TermPreferences, check_term_groups, compose
+from noise2art.methods.vocabulary import GENERIC_STYLE_TERMS, default_term_groups
 
 GROUPS = {"time": ["at dawn", "at dusk", "at night"], "style": ["an oil painting", "a sketch"], "detail": ["intricate"]}
 
@@ -135,16 +129,16 @@ def test_terms_session_learns_undoes_and_resumes(tiny_model, tmp_path):
     session = terms_session(tiny_model, path=folder)
     first = session.candidates()
     session.choose(2, 0.5)
-    assert session.guess == first.guesses[2]
-    prefs = session.term_preferences()
+    assert session.scheme.guess == first.guesses[2]
+    prefs = session.scheme.preferences()
     assert prefs.wins[prefs.index[first.edits[2].term]] == 1
     second = session.candidates()
     resumed = FeedbackSession.resume(tiny_model, folder)
-    assert resumed.guess == session.guess
+    assert resumed.scheme.guess == session.scheme.guess
     assert resumed.config.terms == GROUPS
     assert [e for e in resumed.candidates().edits] == second.edits
     session.undo()
-    assert session.guess == [] and session.candidates().edits == first.edits
+    assert session.scheme.guess == [] and session.candidates().edits == first.edits
 
 
 def test_terms_session_fixes_the_default_terms_and_checks_its_records(tiny_model, tmp_path):
@@ -155,12 +149,12 @@ def test_terms_session_fixes_the_default_terms_and_checks_its_records(tiny_model
     session.choose(1, 1.0)
     state = json.loads((folder / "session.json").read_text())
     assert state["config"]["terms"] == default_term_groups(tiny_model)
-    state["history"][0]["guess_updated"] = ["a forest"]
+    state["history"][0]["scheme_state"]["guess"] = ["a forest"]
     (folder / "session.json").write_text(json.dumps(state))
     with pytest.raises(InvalidArgument, match="round 1: its guesses do not follow from its edits"):
         FeedbackSession.resume(tiny_model, folder)
 
 
-def test_terms_recommender_needs_two_variants():
+def test_terms_scheme_needs_two_variants():
     with pytest.raises(InvalidArgument, match="n_variants"):
         FeedbackConfig(recommender="terms", n_variants=1).check()

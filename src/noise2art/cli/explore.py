@@ -133,7 +133,7 @@ def _pool_progress():
 def _render_round(session, folder: Path):
     """Render one round; write its contact sheet and the map. Returns (variants, sheet path, map path)."""
     from noise2art.engine.model import to_pil
-    from noise2art.methods.feedback import save_map_png
+    from noise2art.plot import save_map_png
     from noise2art.sheet import contact_sheet
 
     with step_progress(f"round {session.round}") as progress:  # one batched call per round
@@ -266,7 +266,7 @@ def _auto_target(args, session, model, folder: Path) -> int:
 def run_explore(args) -> int:
     from noise2art.engine import validation as V
     from noise2art.methods.feedback import FeedbackSession, config_from_state
-    from noise2art.methods.feedback_store import STATE_FILE, read_state
+    from noise2art.methods.feedback.store import STATE_FILE, read_state
 
     # Validate cheap arguments before loading any weights.
     if args.json and args.auto_target is None:

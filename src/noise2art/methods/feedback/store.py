@@ -1,6 +1,6 @@
 """A feedback session's folder: the state a crash must not lose, written so that it never tears.
 
-Layout (schema version 1)::
+Layout (schema version 2)::
 
     DIR/session.json                         the state; the commit point of every change
     DIR/initial.safetensors                  the embedding of the start prompt
@@ -12,12 +12,18 @@ Layout (schema version 1)::
 
 ``session.json`` holds ``format``, ``schema_version``, ``model_id``, ``embedding_shape``,
 ``prompt``, ``negative``, ``seed``, ``config`` (a ``FeedbackConfig`` as a dict),
-``round``, ``initial`` / ``initial_hash``, ``current`` / ``current_hash``, ``noise_z`` and
+``round``, ``initial`` / ``initial_hash``, ``current`` / ``current_hash`` and
 ``history``: one record per choice with ``round``, ``index``, ``strength``,
-``similarity``, ``source``, the three file names, ``updated_hash``, and for the
-Bayesian-optimisation recommender ``candidates_z`` / ``noise_z_previous`` /
-``noise_z_updated``, for the terms recommender ``candidate_edits`` / ``guess_previous`` /
-``guess_updated``. File names in it are relative to ``DIR``.
+``similarity``, ``source``, the three file names, ``updated_hash``, ``time`` and
+``scheme_state``, the scheme's object for the choice (`schemes.base`). File names in it
+are relative to ``DIR``.
+
+Schema version 1 kept each scheme's data in fields of its own (the top-level ``noise_z``;
+per record ``candidates_z`` / ``noise_z_previous`` / ``noise_z_updated`` for ``bo``,
+``candidate_edits`` / ``guess_previous`` / ``guess_updated`` for ``terms``, null where
+unused). `read_state` converts such a file to version 2 in memory; the session's next
+write stores version 2. The ``*_previous`` fields and ``noise_z`` are dropped: each
+repeats the record before it.
 
 Write order. Every file is written to a temporary name and renamed into place, new
 embedding files before the JSON, and the JSON last: a crash at any point leaves the
@@ -54,7 +60,7 @@ __all__ = [
 ]
 
 FORMAT = "noise2art.feedback-session"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FILE = "session.json"
 INITIAL_FILE = "initial.safetensors"
 CURRENT_FILE = "current.safetensors"
@@ -136,9 +142,9 @@ def read_state(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise _corrupted(folder, f"{STATE_FILE} is not a {FORMAT} file")
     version = state.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION) or isinstance(version, bool):
         raise _corrupted(
-            folder, f"schema version {version!r}; this version of noise2art reads version {SCHEMA_VERSION}"
+            folder, f"schema version {version!r}; this version of noise2art reads versions 1 and {SCHEMA_VERSION}"
         )
     for key, kind in _TYPES.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
@@ -154,7 +160,38 @@ def read_state(path: str | os.PathLike) -> dict:
             raise _corrupted(folder, f"history record {k} says round {record['round']}")
     if state["round"] != len(state["history"]) + 1:
         raise _corrupted(folder, f"round {state['round']} does not follow {len(state['history'])} choices")
+    if version == 1:
+        state = _from_version_1(state)
+    for k, record in enumerate(state["history"], start=1):
+        if not isinstance(record.get("scheme_state"), dict):
+            raise _corrupted(folder, f"history record {k}: field 'scheme_state' is missing or not an object")
     return state
+
+
+# Schema version 1's per-scheme record fields -> the keys of the scheme's object in version 2.
+_VERSION_1_FIELDS = {
+    "random": {},
+    "bo": {"candidates_z": "candidates_z", "noise_z_updated": "noise_z"},
+    "terms": {"candidate_edits": "candidate_edits", "guess_updated": "guess"},
+}
+_VERSION_1_RECORD_FIELDS = ("candidates_z", "noise_z_previous", "noise_z_updated", "candidate_edits",
+                            "guess_previous", "guess_updated")
+
+
+def _from_version_1(state: dict) -> dict:
+    """A schema-1 state as version 2: each record's scheme fields moved into its ``scheme_state``."""
+    fields = _VERSION_1_FIELDS.get(state["config"].get("recommender", "random"), {})
+    history = []
+    for record in state["history"]:
+        new = {k: v for k, v in record.items() if k not in _VERSION_1_RECORD_FIELDS}
+        # The schemes that learn keep the pick with the round's data (the random one learns nothing).
+        scheme_state = {"index": record["index"]} if fields else {}
+        scheme_state.update({key: record.get(old) for old, key in fields.items()})
+        new["scheme_state"] = scheme_state
+        history.append(new)
+    converted = {k: v for k, v in state.items() if k != "noise_z"}
+    converted.update(schema_version=SCHEMA_VERSION, history=history)
+    return converted
 
 
 class SessionStore:

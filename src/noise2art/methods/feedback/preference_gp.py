@@ -1,10 +1,10 @@
-"""A Bayesian-optimisation recommender of feedback candidates over a low-dimensional subspace.
+"""The GP-UCB model of the ``bo`` feedback scheme and the subspaces it searches.
 
 Iterative human feedback (docs/feedback.md) shows a few candidates per round and learns
 only which one the user picked. The authors' follow-up (Deckers et al.) proposes
 candidates with a Gaussian-process upper-confidence-bound (GP-UCB) recommender over a
-small box of coordinates instead of at random; this module is that recommender, kept
-small:
+small box of coordinates instead of at random; this module is that model, kept small
+(`schemes.bo` drives it through a session):
 
 * coordinates ``z = [z_prompt (k_p), z_noise (k_n)]`` in the box ``[-1, 1]^(k_p + k_n)``;
 * :class:`EmbeddingSubspace` maps ``z_prompt`` to a prompt embedding: the start embedding
@@ -116,7 +116,7 @@ class EmbeddingSubspace:
 def calibrate_radius(subspace: EmbeddingSubspace, target: float, z: np.ndarray, *, iterations: int = 40) -> float:
     """The radius at which ``mean_z similarity(origin, embed(z)) == target``, by bisection.
 
-    Makes the recommender's box as wide as the random scheme's steps are long: with the
+    Makes the bo scheme's box as wide as the random scheme's steps are long: with the
     radius so found, a typical candidate sits near the target similarity to the start
     embedding. ``z [M, k]`` are sample coordinates (e.g. uniform in the box). Returns the
     largest radius tried (``2^20``) when even that stays more similar than ``target``
@@ -273,7 +273,7 @@ class PreferenceGP:
         The search set is ``n_random`` uniform points plus ``n_local`` Gaussian
         perturbations (std ``local_scale * bound``) of the chosen points so far, clipped
         to the box: in 32 dimensions uniform points almost never land near a chosen one,
-        so without the local points the recommender could not exploit.
+        so without the local points the scheme could not exploit.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidArgument("n", f"must be an integer >= 1, got {n!r}")

@@ -1,7 +1,7 @@
-"""A feedback recommender that learns which terms the user's choices favour.
+"""The term preferences of the ``terms`` feedback scheme: which terms the user's choices favour.
 
 The random scheme of iterative feedback (docs/feedback.md) proposes directions that know
-nothing of the choices so far, and the GP-UCB recommender (`recommender`) learns in a
+nothing of the choices so far, and the GP-UCB scheme (`preference_gp`) learns in a
 subspace whose axes mean nothing to the model. This one learns in the space the model
 was trained on: text. It keeps a *guess* ``G``, a set of terms (say "at sunset", "an oil
 painting") that, appended to the user's prompt, describe what the user is steering
@@ -32,7 +32,7 @@ toward, and a preference score per term learnt from every choice:
 
 Every draw comes from the round's ``numpy.random.Generator``, so a session seed gives
 the same candidates, and the preferences are a function of the history alone: undo and
-resume rebuild them exactly.
+resume rebuild them exactly (`schemes.terms` drives this through a session).
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from noise2art.errors import InvalidArgument
-from noise2art.methods.vocabulary import default_term_groups  # noqa: F401 (callers import it from here too)
 
-__all__ = ["EDIT_KINDS", "Edit", "TermPreferences", "check_term_groups", "compose", "default_term_groups"]
+__all__ = ["EDIT_KINDS", "Edit", "TermPreferences", "check_term_groups", "compose"]
 
 EDIT_KINDS = ("keep", "add", "replace", "drop")
 MAX_TERMS = 10_000
