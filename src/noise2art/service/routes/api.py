@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
@@ -31,6 +32,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 RETRY_AFTER_S = 2
 EVENT_POLL_S = 0.2
 KEEPALIVE_S = 15.0
+_SUBMIT_LOCK = threading.Lock()
 
 
 def _state(request: Request):
@@ -46,15 +48,16 @@ def submit(request: Request, owner: str, kind: str, body: dict, priority: str = 
     config, store = state.config, state.store
     key_text = json.dumps({"kind": kind, "model": state.model.model_id, "request": body}, sort_keys=True)
     request_key = hashlib.sha256(key_text.encode()).hexdigest()
-    duplicate = store.find_duplicate(request_key, owner)
-    if duplicate is not None:
-        return _created(duplicate, deduplicated=True)
-    if store.count_pending() >= config.max_pending or store.count_pending(owner) >= config.max_pending_per_user:
-        raise HTTPException(429, "the job queue is full; try again shortly",
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
-    job = store.create_job(kind, body, owner=owner, priority=S.PRIORITIES[priority], request_key=request_key,
-                           rerunnable=True)
-    store.add_event("job.queued", {"job_id": job["id"], "kind": kind}, job_id=job["id"], owner=owner)
+    with _SUBMIT_LOCK:  # check and insert as one step: concurrent requests cannot both pass the checks
+        duplicate = store.find_duplicate(request_key, owner)
+        if duplicate is not None:
+            return _created(duplicate, deduplicated=True)
+        if store.count_pending() >= config.max_pending or store.count_pending(owner) >= config.max_pending_per_user:
+            raise HTTPException(429, "the job queue is full; try again shortly",
+                                headers={"Retry-After": str(RETRY_AFTER_S)})
+        job = store.create_job(kind, body, owner=owner, priority=S.PRIORITIES[priority], request_key=request_key,
+                               rerunnable=True)
+        store.add_event("job.queued", {"job_id": job["id"], "kind": kind}, job_id=job["id"], owner=owner)
     state.worker.notify()
     return _created(job)
 
