@@ -62,6 +62,7 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
     """The application for `config`; `model` (already loaded) skips loading one at startup."""
     from noise2art.service.routes import api, pages
     from noise2art.service.runners import RUNNERS
+    from noise2art.service.web import routes as web
     from noise2art.service.worker import Worker
 
     config.check()
@@ -112,4 +113,6 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(web.router)
+    web.mount_static(app)
     return app

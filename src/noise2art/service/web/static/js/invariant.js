@@ -1,0 +1,48 @@
+// Invariant (/invariant): a seed-invariant embedding (every seed gives the target seed's
+// picture): progress, then the target and before / after grids on the evaluation seeds.
+import { advanced, imageOf, numberOf } from "./common.js";
+import { jobForm } from "./jobform.js";
+
+const form = document.getElementById("job-form");
+const progress = document.getElementById("progress");
+const scores = document.getElementById("scores");
+const compare = document.getElementById("compare");
+let prompt = "";
+
+function seedsOf(text) {
+  const parts = text.split(/[\s,]+/).filter(Boolean);
+  const seeds = parts.map(Number);
+  if (seeds.some((s) => !Number.isInteger(s) || s < 0)) throw new Error("evaluation seeds: whole numbers >= 0");
+  return seeds;
+}
+
+jobForm({
+  form,
+  path: "/api/v1/invariant",
+  body: (f) => {
+    prompt = f.elements.prompt.value.trim();
+    return advanced(f, { prompt, target_seed: numberOf(f.elements.target_seed), iterations: numberOf(f.elements.iterations),
+      eval_seeds: seedsOf(f.elements.eval_seeds.value), mode: f.elements.mode.value }, { seed: false });
+  },
+  reset: () => { compare.hidden = true; scores.textContent = ""; },
+  handlers: {
+    "job.metric": (d) => {
+      if (d.iterations) progress.value = d.iteration / d.iterations;
+      scores.textContent = `Iteration ${d.iteration}${d.iterations ? " of " + d.iterations : ""}` +
+        `${d.stage ? " (" + d.stage + ")" : ""}: ${Number(d.score).toPrecision(4)}`;
+    },
+  },
+  done: (job) => {
+    const r = job.result;
+    if (!r) return;
+    const ids = r.image_ids || {};
+    for (const name of ["target", "before", "after"]) {
+      document.getElementById(name).replaceChildren(...(ids[name] || []).map((id) => imageOf(id, `${prompt} (${name})`)));
+    }
+    if (typeof r.distance_before === "number") {
+      scores.textContent = `Mean distance to the target: ${r.distance_before.toPrecision(3)} before, ` +
+        `${r.distance_after.toPrecision(3)} after (${r.stop_reason || "done"}).`;
+    }
+    compare.hidden = !(ids.before || ids.after);
+  },
+});

@@ -1,0 +1,54 @@
+// Optimize (/optimize): gradient ascent on a prompt's embedding against a metric, with a
+// live chart of the score per iteration (job.metric events) and before / after images.
+import { advanced, imageOf, numberOf } from "./common.js";
+import { drawChart } from "./chart.js";
+import { jobForm } from "./jobform.js";
+
+const form = document.getElementById("job-form");
+const chart = document.getElementById("chart");
+const caption = document.getElementById("chart-caption");
+const compare = document.getElementById("compare");
+let points = [];
+let prompt = "";
+
+function showImages(box, ids, label) {
+  box.replaceChildren(...(ids || []).map((id) => imageOf(id, `${prompt} (${label})`)));
+}
+
+jobForm({
+  form,
+  path: "/api/v1/optimize",
+  body: (f) => {
+    prompt = f.elements.prompt.value.trim();
+    const body = { prompt, metric: f.elements.metric.value.trim(), iterations: numberOf(f.elements.iterations) };
+    advanced(f, body, { seed: false });
+    const seed = numberOf(f.elements.seed);
+    if (seed !== null) body.seeds = [Math.round(seed)];
+    return body;
+  },
+  reset: () => { points = []; drawChart(chart, points); compare.hidden = true; chart.dataset.points = "0"; },
+  handlers: {
+    "job.metric": (d) => {
+      points.push({ iteration: d.iteration, score: d.score, best: d.best });
+      drawChart(chart, points);
+      chart.dataset.points = String(points.length);
+      caption.textContent = `Iteration ${d.iteration}${d.iterations ? " of " + d.iterations : ""}: score ${d.score.toPrecision(4)}` +
+        (typeof d.best === "number" ? `, best ${d.best.toPrecision(4)}` : "");
+    },
+  },
+  done: (job) => {
+    const r = job.result;
+    if (!r) return;
+    if (Array.isArray(r.scores) && r.scores.length > points.length) {
+      points = r.scores.map((score, i) => ({ iteration: i + 1, score }));
+      drawChart(chart, points);
+      chart.dataset.points = String(points.length);
+    }
+    caption.textContent = `${r.metric || "metric"}: ${Number(r.initial_score).toPrecision(4)} → best ` +
+      `${Number(r.best_score).toPrecision(4)} (iteration ${r.best_iteration}; ${r.stop_reason || "done"})`;
+    showImages(document.getElementById("before"), (r.image_ids || {}).before, "before");
+    showImages(document.getElementById("after"), (r.image_ids || {}).after, "after");
+    compare.hidden = false;
+  },
+});
+drawChart(chart, points);
