@@ -332,7 +332,85 @@ def run_stream_page(ctx) -> dict:
     return {"stream_id": stream.id, "page": request["page"], "image_ids": [stored[i]["id"] for i in idxs]}
 
 
+# --------------------------------------------------------------------------- feedback sessions
+
+
+def session_config(request: dict):
+    """The `FeedbackConfig` of a `SessionRequest` (as a dict): fields left out take its defaults."""
+    from noise2art.methods.feedback import FeedbackConfig
+
+    fields = {k: request[k] for k in ("recommender", "n_variants", "similarity", "steps", "guidance", "scheduler",
+                                      "precision") if request.get(k) is not None}
+    return FeedbackConfig(**fields).check()
+
+
+def open_session(worker, store: Store, row: dict):
+    """A session from the worker's cache, or resumed from its folder."""
+    from noise2art.methods.feedback import FeedbackSession
+
+    key = ("session", row["id"])
+    session = worker.cache.get(key)
+    if session is None:
+        session = FeedbackSession.resume(worker.model, store.session_dir(row["id"]))
+        worker.cache[key] = session
+    return session
+
+
+def start_session(worker, store: Store, request: dict, owner: str) -> dict:
+    """Begin a session in the store's folder for it (on the worker thread)."""
+    from noise2art.methods.feedback import FeedbackSession
+
+    config = session_config(request)
+    row = store.add_session(request["prompt"], owner)
+    session = FeedbackSession.start(worker.model, request["prompt"], request.get("seed", 0), config,
+                                    negative=request.get("negative", ""), path=store.session_dir(row["id"]))
+    worker.cache[("session", row["id"])] = session
+    return row
+
+
+def session_view(session, row: dict) -> dict:
+    """What `GET /api/v1/sessions/{id}` shows of a session."""
+    return {"id": row["id"], "prompt": row["prompt"], "round": session.round,
+            "recommender": session.config.recommender, "n_variants": session.config.n_variants,
+            "history": [{"round": h.round, "index": h.index, "strength": h.strength, "similarity": h.similarity}
+                        for h in session.history],
+            "created": row["created"], "updated": row["updated"]}
+
+
+def run_session_round(ctx) -> dict:
+    """Render the current round of a session: the current image, then each candidate's."""
+    request = ctx.job["request"]
+    row = ctx.store.get_session(request["session_id"], ctx.owner)
+    if row is None:
+        raise InvalidArgument("session_id", f"no session {request['session_id']}")
+    session = open_session(ctx.worker, ctx.store, row)
+    if session.round != request["round"]:
+        raise InvalidArgument("round", f"the session is at round {session.round}, not {request['round']}")
+
+    def callback(step: int, total: int, latents) -> None:
+        ctx.progress(step / max(total, 1), step=step, steps=total)
+
+    variants = session.variants(callback=callback)
+    emb = variants.embeddings
+    current = session.current
+    settings = ctx.model.resolve(**session.config.sample_kwargs())
+    seed = session.session_seed
+    current_id = store_images(ctx, variants.current_image, settings, current, [seed], method="explore",
+                              embedding_id=None, extra=[{"session": row["id"], "round": session.round,
+                                                         "role": "current"}])[0]
+    candidate_ids = []
+    for k in range(len(emb)):
+        candidate_ids += store_images(ctx, variants.candidate_images[k:k + 1], settings, emb[k], [seed],
+                                      method="explore", embedding_id=None,
+                                      extra=[{"session": row["id"], "round": session.round, "candidate": k}])
+    ctx.store.touch_session(row["id"])
+    return {"session_id": row["id"], "round": session.round, "current_image_id": current_id,
+            "candidate_image_ids": candidate_ids,
+            "similarity": [float(v) for v in variants.similarity.reshape(-1).tolist()]}
+
+
 RUNNERS = {
+    "session.round": run_session_round,
     "stream.page": run_stream_page,
     "interpolate": run_interpolate,
     "optimize": run_optimize,

@@ -301,3 +301,45 @@ class PageView(BaseModel):
     complete: bool
     images: list[PageImage]
     job_id: str | None = None
+
+
+class SessionRequest(Strict):
+    """`POST /api/v1/sessions`: a feedback session (docs/feedback.md) from a prompt."""
+
+    prompt: Prompt = Field(min_length=1)
+    negative: Prompt = ""
+    seed: Seed = 0
+    recommender: Literal["random", "bo", "terms"] | None = None
+    n_variants: int | None = Field(None, ge=2, le=12)
+    similarity: float | None = Field(None, gt=0, lt=1)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    guidance: float | None = Field(None, ge=0, le=50)
+    scheduler: str | None = Field(None, max_length=40)
+    precision: Literal["auto", "model", "bf16"] | None = None
+
+
+class ChooseRequest(Strict):
+    index: int = Field(ge=0, le=11, description="which candidate of the current round")
+    strength: float = Field(0.5, gt=0, le=1)
+
+
+class SessionView(BaseModel):
+    id: str
+    prompt: str
+    round: int
+    recommender: str
+    n_variants: int
+    history: list[dict]
+    created: float
+    updated: float
+
+
+class SessionSummary(BaseModel):
+    id: str
+    prompt: str
+    created: float
+    updated: float
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]

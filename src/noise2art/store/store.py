@@ -417,6 +417,12 @@ class Store:
             return None
         return out
 
+    def list_sessions(self, owner: str | None, limit: int = 100) -> list[dict]:
+        sql, params = "SELECT * FROM sessions", []
+        if owner is not None:
+            sql, params = sql + " WHERE owner = ?", [owner]
+        return [_row(r) for r in self.db.execute(sql + " ORDER BY updated DESC LIMIT ?", [*params, limit])]
+
     def touch_session(self, row_id: str) -> None:
         with self.transaction() as db:
             db.execute("UPDATE sessions SET updated = ? WHERE id = ?", (time.time(), row_id))

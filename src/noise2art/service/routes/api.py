@@ -465,6 +465,125 @@ def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = P
     return Response(view.model_dump_json(), status_code=202, media_type="application/json")
 
 
+# --------------------------------------------------------------------------- feedback sessions
+
+
+def _session_row(request: Request, session_id: str, owner: str) -> dict:
+    row = _state(request).store.get_session(session_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no session {session_id}")
+    return row
+
+
+async def _on_worker(request: Request, fn):
+    return await asyncio.wrap_future(_state(request).worker.call(fn))
+
+
+@router.post("/sessions", status_code=201, response_model=S.SessionView, responses={422: {"model": S.Error}})
+async def create_session(request: Request, body: S.SessionRequest, owner: Owner) -> S.SessionView:
+    """A feedback session: each round shows the current image and variants; choose one to move toward."""
+    from noise2art.service.runners import open_session, session_config, session_view, start_session
+
+    state = _state(request)
+    session_config(body.model_dump())  # bad settings fail here, before anything is stored
+    _check_sampling(request, S.Sampling(steps=body.steps, guidance=body.guidance, scheduler=body.scheduler,
+                                        precision=body.precision))
+    payload = body.model_dump()
+
+    def start():
+        row = start_session(state.worker, state.store, payload, owner)
+        return session_view(open_session(state.worker, state.store, row), state.store.get_session(row["id"]))
+
+    return S.SessionView(**await _on_worker(request, start))
+
+
+@router.get("/sessions", response_model=S.SessionList)
+def list_sessions(request: Request, owner: Owner) -> S.SessionList:
+    rows = _state(request).store.list_sessions(owner)
+    return S.SessionList(sessions=[S.SessionSummary(id=r["id"], prompt=r["prompt"], created=r["created"],
+                                                    updated=r["updated"]) for r in rows])
+
+
+@router.get("/sessions/{session_id}", response_model=S.SessionView, responses={404: {"model": S.Error}})
+async def get_session(request: Request, session_id: IdPath, owner: Owner) -> S.SessionView:
+    from noise2art.service.runners import open_session, session_view
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+    return S.SessionView(**await _on_worker(request, lambda: session_view(open_session(state.worker, state.store,
+                                                                                       row), row)))
+
+
+@router.post("/sessions/{session_id}/round", status_code=202, responses={**JOB_RESPONSES, 404: {"model": S.Error}})
+async def session_round(request: Request, session_id: IdPath, owner: Owner) -> Response:
+    """Render the session's current round (a job): `result` names the current image and each
+    candidate's image."""
+    from noise2art.service.runners import open_session
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+    round_ = await _on_worker(request, lambda: open_session(state.worker, state.store, row).round)
+    return submit(request, owner, "session.round", {"session_id": session_id, "round": round_})
+
+
+@router.post("/sessions/{session_id}/choose", response_model=S.SessionView,
+             responses={404: {"model": S.Error}, 422: {"model": S.Error}})
+async def session_choose(request: Request, session_id: IdPath, body: S.ChooseRequest, owner: Owner) -> S.SessionView:
+    """Move the session toward candidate `index` of the current round with `strength`;
+    saved before this returns."""
+    from noise2art.service.runners import open_session, session_view
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+
+    def choose():
+        session = open_session(state.worker, state.store, row)
+        if body.index >= session.config.n_variants:
+            raise InvalidArgument("index", f"the round has {session.config.n_variants} candidates (0.."
+                                           f"{session.config.n_variants - 1}), not {body.index}")
+        session.choose(body.index, body.strength)
+        state.store.touch_session(row["id"])
+        return session_view(session, state.store.get_session(row["id"]))
+
+    return S.SessionView(**await _on_worker(request, choose))
+
+
+@router.post("/sessions/{session_id}/undo", response_model=S.SessionView,
+             responses={404: {"model": S.Error}, 422: {"model": S.Error}})
+async def session_undo(request: Request, session_id: IdPath, owner: Owner) -> S.SessionView:
+    from noise2art.service.runners import open_session, session_view
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+
+    def undo():
+        session = open_session(state.worker, state.store, row)
+        if not session.history:
+            raise InvalidArgument("undo", "nothing to undo: no choice was made yet")
+        session.undo()
+        state.store.touch_session(row["id"])
+        return session_view(session, state.store.get_session(row["id"]))
+
+    return S.SessionView(**await _on_worker(request, undo))
+
+
+@router.post("/sessions/{session_id}/export", status_code=201, response_model=S.EmbeddingView,
+             responses={404: {"model": S.Error}})
+async def session_export(request: Request, session_id: IdPath, owner: Owner) -> S.EmbeddingView:
+    """Store the session's current embedding (generate from it, download it, blend it)."""
+    from noise2art.service.runners import open_session
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+
+    def export():
+        session = open_session(state.worker, state.store, row)
+        return save_embedding(state.model, state.store, session.current, source="explore", owner=owner)
+
+    embedding_id = await _on_worker(request, export)
+    return _embedding_view(state.store.get_embedding(embedding_id))
+
+
 # --------------------------------------------------------------------------- login
 
 
