@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "noise2art.cli.explore",
     "noise2art.cli.optimize",
     "noise2art.cli.invariant",
+    "noise2art.cli.feed",
     "noise2art.cli.world",
     "noise2art.cli.serve",
     "noise2art.cli.store",

@@ -409,7 +409,86 @@ def run_session_round(ctx) -> dict:
             "similarity": [float(v) for v in variants.similarity.reshape(-1).tolist()]}
 
 
+# --------------------------------------------------------------------------- feeds
+
+
+def _topic_embedding(model, store: Store, topic, owner: str) -> tuple[PromptEmbedding, str]:
+    if isinstance(topic, str):
+        topic = {"prompt": topic}
+    if topic.get("prompt"):
+        emb = model.encode([topic["prompt"]])
+        return emb, save_embedding(model, store, emb, source="topic", owner=owner)
+    if topic.get("embedding_id"):
+        return stored_embedding(model, store, topic["embedding_id"], owner), topic["embedding_id"]
+    row = store.get_image(topic["image_id"], owner)
+    if row is None or row["embedding_id"] is None:
+        raise InvalidArgument("topics", f"no image {topic['image_id']} with a stored embedding")
+    return stored_embedding(model, store, row["embedding_id"], owner), row["embedding_id"]
+
+
+def create_feed(worker, store: Store, request: dict, owner: str) -> dict:
+    """Build a feed over the request's topics (on the worker thread) and store it."""
+    from noise2art.methods.feed import Feed, FeedConfig
+
+    embs, ids = zip(*[_topic_embedding(worker.model, store, t, owner) for t in request["topics"]])
+    config = FeedConfig(serendipity=request.get("serendipity", 0.15), seed=request.get("seed", 0),
+                        sampling=sampling_of(request))
+    feed = Feed(worker.model, list(embs), config)
+    row = store.add_feed([{"embedding_id": i, "label": e.prompts[0]} for i, e in zip(ids, embs)], feed.state(),
+                         owner)
+    worker.cache[("feed", row["id"])] = feed
+    return row
+
+
+def open_feed(worker, store: Store, row: dict):
+    """A feed from the worker's cache, or restored exactly from its stored state."""
+    from noise2art.methods.feed import Feed
+
+    key = ("feed", row["id"])
+    feed = worker.cache.get(key)
+    if feed is None:
+        topics = [stored_embedding(worker.model, store, t["embedding_id"], row["owner"]) for t in row["topics"]]
+        feed = Feed.restore(worker.model, topics, row["state"])
+        worker.cache[key] = feed
+    return feed
+
+
+def feed_view(feed, row: dict) -> dict:
+    return {"id": row["id"], "topics": [t["label"] for t in row["topics"]], "serendipity": feed.config.serendipity,
+            "items": len(feed.items), "likes": sum(1 for i in feed.items if i.reaction == "like")}
+
+
+def run_feed_next(ctx) -> dict:
+    """The feed's next items, rendered and stored; the feed's state is saved with them."""
+    request = ctx.job["request"]
+    row = ctx.store.get_feed(request["feed_id"], ctx.owner)
+    if row is None:
+        raise InvalidArgument("feed_id", f"no feed {request['feed_id']}")
+    feed = open_feed(ctx.worker, ctx.store, row)
+    if len(feed.items) != request["after"]:
+        # Another request took these items already: show the ones it made.
+        made = feed.items[request["after"]:request["after"] + request["n"]]
+    else:
+        made = feed.next(request["n"])
+
+    def callback(step: int, total: int, latents) -> None:
+        ctx.progress(step / max(total, 1), step=step, steps=total)
+
+    images = feed.render(made, callback=callback, cancel=ctx.canceled)
+    out = []
+    for item, image in zip(made, images):
+        emb = feed.embedding(item)
+        image_id = store_images(ctx, image[None], feed.settings, emb, [item.seed], method="feed", embedding_id=None,
+                                extra=[{"feed": row["id"], "item": item.id, "why": item.why, "z": item.z,
+                                        "topic": item.topic}])[0]
+        out.append({"item_id": item.id, "image_id": image_id, "url": f"/api/v1/images/{image_id}.png",
+                    "why": item.why, "topic": row["topics"][item.topic]["label"]})
+    ctx.store.save_feed_state(row["id"], feed.state())
+    return {"feed_id": row["id"], "items": out}
+
+
 RUNNERS = {
+    "feed.next": run_feed_next,
     "session.round": run_session_round,
     "stream.page": run_stream_page,
     "interpolate": run_interpolate,

@@ -343,3 +343,60 @@ class SessionSummary(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionSummary]
+
+
+class FeedTopic(Strict):
+    """A topic: a prompt, a stored embedding, or a (liked) image."""
+
+    prompt: Prompt | None = None
+    embedding_id: Id | None = None
+    image_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if sum(v is not None for v in (self.prompt, self.embedding_id, self.image_id)) != 1:
+            raise ValueError("give exactly one of prompt, embedding_id and image_id")
+        if self.prompt is not None and not self.prompt.strip():
+            raise ValueError("prompt must not be empty")
+        return self
+
+
+class FeedRequest(Sampling):
+    """`POST /api/v1/feeds`: topics (prompts as text, or objects), and the serendipity rate."""
+
+    topics: list[FeedTopic | Annotated[str, Field(min_length=1, max_length=2000)]] = Field(min_length=1,
+                                                                                         max_length=8)
+    serendipity: float = Field(0.15, ge=0, le=1)
+    seed: Seed = 0
+
+
+class FeedView(BaseModel):
+    id: str
+    topics: list[str]
+    serendipity: float
+    items: int
+    likes: int
+
+
+class FeedItemView(BaseModel):
+    item_id: str
+    image_id: str
+    url: str
+    why: Literal["topic", "exploit", "explore", "serendipity"]
+    topic: str
+
+
+class FeedPage(BaseModel):
+    items: list[FeedItemView]
+
+
+class FeedEvent(Strict):
+    image_id: Id
+    kind: Literal["like", "skip", "dwell"]
+    dwell_ms: float | None = Field(None, ge=0, le=3_600_000)
+
+
+class FeedEventView(BaseModel):
+    item_id: str
+    kind: str
+    value: float

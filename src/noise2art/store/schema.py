@@ -137,6 +137,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (stream_id, owner, idx)
     ) STRICT;
     """,
+    # 3: generated feeds (their learner's state as JSON, rewritten after every change).
+    """
+    CREATE TABLE feeds (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        topics TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    ) STRICT;
+    """,
 ]
 
 

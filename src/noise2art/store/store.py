@@ -401,6 +401,26 @@ class Store:
             out[row.pop("result_idx")] = row
         return out
 
+    # -- feeds -------------------------------------------------------------------------------
+
+    def add_feed(self, topics: list, state: dict, owner: str) -> dict:
+        row_id = new_id()
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT INTO feeds (id, owner, topics, state, created, updated) VALUES (?, ?, ?, ?, ?, ?)",
+                       (row_id, owner, json.dumps(topics), json.dumps(state), now, now))
+        return self.get_feed(row_id)
+
+    def get_feed(self, row_id: str, owner: str | None = None) -> dict | None:
+        out = _row(self.db.execute("SELECT * FROM feeds WHERE id = ?", (row_id,)).fetchone(), ("topics", "state"))
+        if out is None or (owner is not None and out["owner"] != owner):
+            return None
+        return out
+
+    def save_feed_state(self, row_id: str, state: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE feeds SET state = ?, updated = ? WHERE id = ?", (json.dumps(state), time.time(), row_id))
+
     # -- feedback sessions -------------------------------------------------------------------
 
     def add_session(self, prompt: str, owner: str) -> dict:

@@ -584,6 +584,94 @@ async def session_export(request: Request, session_id: IdPath, owner: Owner) -> 
     return _embedding_view(state.store.get_embedding(embedding_id))
 
 
+# --------------------------------------------------------------------------- the generated feed
+
+FEED_WAIT_S = 30.0
+
+
+def _feed_row(request: Request, feed_id: str, owner: str) -> dict:
+    row = _state(request).store.get_feed(feed_id, owner)
+    if row is None:
+        raise HTTPException(404, f"no feed {feed_id}")
+    return row
+
+
+@router.post("/feeds", status_code=201, response_model=S.FeedView, responses={422: {"model": S.Error}})
+async def create_feed(request: Request, body: S.FeedRequest, owner: Owner) -> S.FeedView:
+    """A feed over topics that learns from likes, skips and dwell time (docs/feed.md)."""
+    from noise2art.service.runners import create_feed as build, feed_view, open_feed
+
+    state = _state(request)
+    _check_sampling(request, body, 6)
+    topics = [t if isinstance(t, str) else t.model_dump(exclude_none=True) for t in body.topics]
+    for t in topics:
+        if isinstance(t, dict) and t.get("embedding_id"):
+            _check_embedding_id(request, t["embedding_id"], owner, "topics")
+        if isinstance(t, dict) and t.get("image_id") and state.store.get_image(t["image_id"], owner) is None:
+            raise InvalidArgument("topics", f"no image {t['image_id']}")
+    payload = {**body.model_dump(exclude={"topics"}), "topics": topics}
+
+    def make():
+        row = build(state.worker, state.store, payload, owner)
+        return feed_view(open_feed(state.worker, state.store, row), row)
+
+    return S.FeedView(**await _on_worker(request, make))
+
+
+@router.get("/feeds/{feed_id}", response_model=S.FeedView, responses={404: {"model": S.Error}})
+async def get_feed(request: Request, feed_id: IdPath, owner: Owner) -> S.FeedView:
+    from noise2art.service.runners import feed_view, open_feed
+
+    state = _state(request)
+    row = _feed_row(request, feed_id, owner)
+    return S.FeedView(**await _on_worker(request, lambda: feed_view(open_feed(state.worker, state.store, row), row)))
+
+
+@router.get("/feeds/{feed_id}/next", response_model=S.FeedPage,
+            responses={202: {"model": S.JobCreated, "description": "still rendering"}, 404: {"model": S.Error},
+                       429: {"model": S.Error}})
+async def feed_next(request: Request, feed_id: IdPath, owner: Owner, n: int = Query(6, ge=1, le=24)):
+    """The next `n` items, each with its image and `why` (exploit, explore, serendipity, topic).
+    Waits for the render (a job of the highest priority); 202 with the job id if it takes long."""
+    state = _state(request)
+    row = _feed_row(request, feed_id, owner)
+    after = len(row["state"]["items"])
+    created = submit(request, owner, "feed.next", {"feed_id": feed_id, "n": n, "after": after})
+    job_id = json.loads(created.body)["job_id"]
+    deadline = asyncio.get_running_loop().time() + FEED_WAIT_S
+    while True:
+        job = await asyncio.to_thread(state.store.get_job, job_id)
+        if job["status"] == "completed":
+            return S.FeedPage(items=[S.FeedItemView(**i) for i in job["result"]["items"]])
+        if job["status"] in ("failed", "canceled", "interrupted") or await request.is_disconnected() \
+                or asyncio.get_running_loop().time() > deadline:
+            return created  # the job says what happened
+        await asyncio.sleep(0.05)
+
+
+@router.post("/feeds/{feed_id}/events", response_model=S.FeedEventView,
+             responses={404: {"model": S.Error}, 422: {"model": S.Error}})
+async def feed_event(request: Request, feed_id: IdPath, body: S.FeedEvent, owner: Owner) -> S.FeedEventView:
+    """A reaction to one of the feed's images: `like`, `skip`, or `dwell` with `dwell_ms`."""
+    from noise2art.service.runners import open_feed
+
+    state = _state(request)
+    _feed_row(request, feed_id, owner)
+    image = state.store.get_image(body.image_id, owner)
+    if image is None or (image.get("extra") or {}).get("feed") != feed_id:
+        raise InvalidArgument("image_id", f"image {body.image_id} is not an item of feed {feed_id}")
+    if body.kind == "dwell" and body.dwell_ms is None:
+        raise InvalidArgument("dwell_ms", "a dwell needs dwell_ms")
+
+    def react():
+        feed = open_feed(state.worker, state.store, state.store.get_feed(feed_id))
+        item = feed.react(image["extra"]["item"], body.kind, body.dwell_ms)
+        state.store.save_feed_state(feed_id, feed.state())
+        return S.FeedEventView(item_id=item.id, kind=body.kind, value=float(item.value or 0.0))
+
+    return await _on_worker(request, react)
+
+
 # --------------------------------------------------------------------------- login
 
 
