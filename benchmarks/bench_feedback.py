@@ -101,6 +101,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     import noise2art
+    from noise2art.engine.settings import SamplingOverrides
     from noise2art.methods.feedback import FeedbackConfig, FeedbackSession, build_pool
     from noise2art.methods.simulated_user import (
         make_task,
@@ -114,18 +115,19 @@ def main(argv=None) -> int:
     recommenders = [r.strip() for r in args.recommenders.split(",") if r.strip()]
 
     def config(**overrides) -> FeedbackConfig:
+        precision = overrides.pop("precision", args.precision)
         settings = dict(n_variants=args.variants, similarity=args.similarity, pool_size=args.pool_size,
-                        steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
+                        sampling=SamplingOverrides(steps=args.steps, scheduler=args.scheduler, guidance=args.guidance,
+                                                   precision=precision),
                         session_seed=args.session_seed, beta=args.beta, prompt_axes=args.prompt_axes,
-                        noise_axes=args.noise_axes, noise_scale=args.noise_scale,
-                        precision=args.precision)
+                        noise_axes=args.noise_axes, noise_scale=args.noise_scale)
         settings.update(overrides)
         return FeedbackConfig(**settings).check()
 
     base = config()
     kwargs = base.sample_kwargs()
-    steps = base.steps or model.defaults.steps
-    scheduler = model.resolve(scheduler=base.scheduler).scheduler_label
+    steps = base.sampling.steps or model.defaults.steps
+    scheduler = model.resolve(scheduler=base.sampling.scheduler).scheduler_label
 
     # One pool for every session: it depends on the session seed only, not on the prompt.
     t0 = time.perf_counter()

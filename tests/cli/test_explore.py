@@ -91,7 +91,9 @@ def test_a_session_file_without_a_newer_setting_resumes_with_its_default(tiny_sd
     assert run(capsys, "explore", "a red ball", "--model", str(tiny_sd_path), "--session", str(folder), *FAST,
                "--precision", "auto")[0] == 0
     data = state(folder)
-    del data["config"]["precision"]  # as written before sessions had a precision
+    # As written before sessions had a precision, when sampling settings sat at the config's top level.
+    sampling = data["config"].pop("sampling")
+    data["config"].update({k: sampling[k] for k in ("steps", "guidance", "scheduler", "batch_size")})
     (folder / "session.json").write_text(json.dumps(data))
     feed(monkeypatch, ["q"])
     code, _, err = run(capsys, "explore", "--model", str(tiny_sd_path), "--session", str(folder), "--precision", "auto")

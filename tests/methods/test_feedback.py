@@ -17,6 +17,7 @@ from noise2art import space
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.devices import native_bf16
 from noise2art.engine.companions import Companions
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.methods.feedback import (
     RECOMMENDERS,
@@ -48,9 +49,10 @@ from noise2art.plot import save_map_png
 PROMPT = "a red ball"
 
 
-def config(**overrides) -> FeedbackConfig:
+def config(precision: str = "model", **overrides) -> FeedbackConfig:
     # The model's precision, so renders compare exactly with plain `Model.render` calls.
-    settings = dict(pool_size=24, steps=2, scheduler="ddim", n_variants=5, precision="model")
+    settings = dict(pool_size=24, n_variants=5,
+                    sampling=SamplingOverrides(steps=2, scheduler="ddim", precision=precision))
     settings.update(overrides)
     return FeedbackConfig(**settings)
 
@@ -80,8 +82,14 @@ def test_config_checks_name_the_field():
                           ("step_rule", "approx"), ("recommender", "ucb"), ("beta", -1.0), ("n_style_terms", 10**6),
                           ("steps", 0), ("bo_radius", 0.0), ("style_terms", "oil"),
                           ("precision", "fp8")]:
+        fields = {"sampling": SamplingOverrides(**{field_: value})} if field_ in ("steps", "precision") \
+            else {field_: value}
         with pytest.raises(InvalidArgument, match=field_):
-            FeedbackConfig(**{field_: value}).check()
+            FeedbackConfig(**fields).check()
+    # A config written when the sampling settings sat at the top level reads into `sampling`.
+    legacy = {k: v for k, v in config().to_dict().items() if k != "sampling"}
+    legacy.update(steps=2, scheduler="ddim", guidance=None, batch_size=None, precision="model")
+    assert FeedbackConfig.from_dict(legacy) == config()
     with pytest.raises(InvalidArgument, match="unknown"):
         FeedbackConfig.from_dict({**FeedbackConfig().to_dict(), "colour": "red"})
     assert FeedbackConfig.from_dict(config(beta=0.5).to_dict()) == config(beta=0.5)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.methods.feedback import FeedbackConfig, FeedbackSession
 from noise2art.methods.feedback.term_preferences import Edit, TermPreferences, check_term_groups, compose
@@ -105,8 +106,8 @@ def test_proposals_follow_the_choices():
 
 
 def terms_session(model, path=None, **overrides):
-    settings = dict(steps=2, scheduler="ddim", n_variants=4, recommender="terms", terms=GROUPS, session_seed=7,
-                    precision="model")
+    settings = dict(sampling=SamplingOverrides(steps=2, scheduler="ddim", precision="model"), n_variants=4,
+                    recommender="terms", terms=GROUPS, session_seed=7)
     settings.update(overrides)
     return FeedbackSession.start(model, "a red ball", 3, FeedbackConfig(**settings), path=path)
 

@@ -14,7 +14,8 @@ import math
 import sys
 from pathlib import Path
 
-from noise2art.cli.common import (PRECISION_CHOICES, add_model_args, emit_json, free_path, load, save_image, slug,
+from noise2art.cli.common import (add_model_args, add_sampling_args, emit_json, free_path, load, sampling_overrides,
+                                  save_image, slug,
                                   step_progress)
 from noise2art.errors import InvalidArgument
 
@@ -25,16 +26,14 @@ HELP = ("answer with a candidate number and a strength in [0, 1] (e.g. '3 0.5'; 
 CONFIG_FLAGS = {
     "variants": "n_variants",
     "similarity": "similarity",
-    "steps": "steps",
-    "guidance": "guidance",
-    "scheduler": "scheduler",
     "pool_size": "pool_size",
     "step_rule": "step_rule",
     "recommender": "recommender",
     "beta": "beta",
     "session_seed": "session_seed",
-    "precision": "precision",
 }
+# Sampling flags (`common.add_sampling_args`) -> fields of `FeedbackConfig.sampling`.
+SAMPLING_FLAGS = ("steps", "guidance", "scheduler", "batch_size", "precision")
 
 
 def register(subparsers) -> None:
@@ -52,9 +51,6 @@ def register(subparsers) -> None:
     p.add_argument("--variants", type=int, default=None, help="candidates per round (default 5)")
     p.add_argument("--similarity", type=float, default=None,
                    help="target similarity of each candidate to the current embedding (default 0.72)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--scheduler", default=None, help="scheduler (default: the model's)")
     p.add_argument("--pool-size", type=int, default=None, help="random prompts in the candidate pool (default 500)")
     p.add_argument("--step-rule", choices=("exact", "reference"), default=None,
                    help="exact: solve the step for the target similarity (default); reference: t=(1-s)/(1-cos)")
@@ -64,9 +60,6 @@ def register(subparsers) -> None:
                         "favour")
     p.add_argument("--beta", type=float, default=None, help="bo recommender: exploration weight (default 2)")
     p.add_argument("--session-seed", type=int, default=None, help="seed of the candidates (default: --seed)")
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default=None,
-                   help="precision of the renders: auto (bf16 on a CPU with native bf16, a faster round; the "
-                        "default), model (the model's dtype) or bf16")
     p.add_argument("--auto-target", default=None, metavar="PROMPT",
                    help="a simulated user with this hidden target prompt chooses (nearest candidate, strength "
                         "--strength) and prompt rewriting runs as a baseline")
@@ -74,6 +67,7 @@ def register(subparsers) -> None:
     p.add_argument("--strength", type=float, default=0.5, help="strength of the simulated user's choices (default 0.5)")
     p.add_argument("--no-baseline", action="store_true", help="with --auto-target: skip the prompt-rewriting baseline")
     p.add_argument("--json", action="store_true", help="with --auto-target: print one JSON object on stdout")
+    add_sampling_args(p, size=False, batch="images (default: current + candidates in one batch)")
     add_model_args(p)
     p.set_defaults(func=run_explore)
 
@@ -87,6 +81,7 @@ def build_config(args):
         value = getattr(args, flag)
         if value is not None:
             setattr(config, name, value)
+    config.sampling = config.sampling.merged(sampling_overrides(args))
     return config.check()
 
 
@@ -95,9 +90,11 @@ def _check_resume_flags(args, state: dict, folder: Path) -> None:
     from noise2art.methods.feedback import FeedbackConfig
 
     defaults = FeedbackConfig()  # a setting newer than the session file has its default there
-    for flag, name in CONFIG_FLAGS.items():
-        value = getattr(args, flag)
-        stored = state["config"].get(name, getattr(defaults, name))
+    stored_config = FeedbackConfig.from_dict(state["config"])
+    given = [(flag, getattr(args, flag), state["config"].get(name, getattr(defaults, name)))
+             for flag, name in CONFIG_FLAGS.items()]
+    given += [(flag, getattr(args, flag), getattr(stored_config.sampling, flag)) for flag in SAMPLING_FLAGS]
+    for flag, value, stored in given:
         if value is not None and value != stored:
             raise InvalidArgument(flag.replace("_", "-"), f"the session in '{folder}' uses {stored!r}, got {value!r}; "
                                                           "omit the flag to resume it")
@@ -226,7 +223,7 @@ def _auto_target(args, session, model, folder: Path) -> int:
     if not args.no_baseline:
         baseline = simulate_prompt_rewriting(model, session.prompt, target_image, noise, rounds=args.rounds,
                                              images_per_round=session.config.n_variants + 1, seed=session.session_seed,
-                                             batch_size=session.config.batch_size, **kwargs)
+                                             batch_size=session.config.sampling.batch_size, **kwargs)
     images = torch.cat([target_image, start_image, ours.final_image])
     sheet = contact_sheet(to_pil(images), cols=3, labels=["target", "start", "final"])
     sheet_path = _save_png(sheet, folder / "auto_target.png")

@@ -55,7 +55,7 @@ class DataLock:
 def _load_model(config: ServiceConfig):
     from noise2art.engine.loading import load_model
 
-    return load_model(config.model, device=config.device, dtype=config.dtype)
+    return load_model(config.model, device=config.device or "auto", dtype=config.dtype)
 
 
 def create_app(config: ServiceConfig, model=None) -> FastAPI:

@@ -339,9 +339,10 @@ def session_config(request: dict):
     """The `FeedbackConfig` of a `SessionRequest` (as a dict): fields left out take its defaults."""
     from noise2art.methods.feedback import FeedbackConfig
 
-    fields = {k: request[k] for k in ("recommender", "n_variants", "similarity", "steps", "guidance", "scheduler",
-                                      "precision") if request.get(k) is not None}
-    return FeedbackConfig(**fields).check()
+    fields = {k: request[k] for k in ("recommender", "n_variants", "similarity") if request.get(k) is not None}
+    sampling = FeedbackConfig().sampling.merged(SamplingOverrides(
+        **{k: request.get(k) for k in ("steps", "guidance", "scheduler", "precision")}))
+    return FeedbackConfig(**fields, sampling=sampling).check()
 
 
 def open_session(worker, store: Store, row: dict):

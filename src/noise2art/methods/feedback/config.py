@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from noise2art.engine import validation as V
-from noise2art.engine.devices import check_precision
 from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.methods.feedback.term_preferences import check_term_groups
@@ -21,6 +20,9 @@ __all__ = ["MAX_POOL", "MAX_VARIANTS", "RECOMMENDERS", "STEP_RULES", "FeedbackCo
            "is_int", "is_number"]
 
 STEP_RULES = ("exact", "reference")
+# Sampling fields that older session files hold at the top level of their config.
+LEGACY_SAMPLING = ("steps", "guidance", "scheduler", "batch_size", "precision")
+
 # The scheme names; `schemes.SCHEMES` maps each to its class (the config stays importable without them).
 RECOMMENDERS = ("random", "bo", "terms")
 MAX_VARIANTS = 64
@@ -49,9 +51,7 @@ class FeedbackConfig:
         step_rule: ``"exact"`` (solved t, ours) or ``"reference"`` (``t = (1-s)/(1-cos)``).
         distance_row: the token row whose ``1 - cos`` drives farthest-point selection
             (and the reference rule's ``t``); -1 is the last row, as in the reference.
-        steps, guidance, scheduler: sampling settings; None takes the model's defaults.
         session_seed: seed of the candidate randomness; None uses the image seed.
-        batch_size: samples per UNet batch; None renders current + candidates in one batch.
         recommender: ``"random"`` (the reference's scheme), ``"bo"`` (GP-UCB) or ``"terms"``
             (learnt term preferences): the name of the candidate scheme (`schemes.SCHEMES`).
         beta: the BO recommender's explore/exploit weight (UCB = mean + beta * std).
@@ -62,10 +62,12 @@ class FeedbackConfig:
         noise_scale: weight of a noise coordinate of 1 relative to the base noise.
         terms: the terms recommender's ``{group: [term, ...]}``; None takes
             `vocabulary.default_term_groups` (fixed into the config when a session starts).
-        precision: the denoiser's dtype for the session's renders: ``"auto"`` (a bf16 copy
-            of the UNet for an fp32 model on a CPU with native bf16, where rounds are faster
-            and images move by about 0.002 mean pixel error, benchmarks/RESULTS.md; else as
-            ``"model"``), ``"model"`` (the model's dtype) or ``"bf16"`` (`Model.sample`).
+        sampling: steps, guidance, scheduler, batch size and precision of the session's
+            renders (`SamplingOverrides`; None fields take the model's). A batch size left
+            unset renders current + candidates in one batch. The precision defaults to
+            ``"auto"`` (a bf16 copy of the UNet for an fp32 model on a CPU with native bf16,
+            where rounds are faster; benchmarks/RESULTS.md has the speed and pixel
+            differences).
     """
 
     n_variants: int = 5
@@ -76,11 +78,7 @@ class FeedbackConfig:
     words_per_prompt: int = 5
     step_rule: str = "exact"
     distance_row: int = -1
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str | None = None
     session_seed: int | None = None
-    batch_size: int | None = None
     recommender: str = "random"
     beta: float = 2.0
     prompt_axes: int = 16
@@ -88,7 +86,7 @@ class FeedbackConfig:
     bo_radius: float | None = None
     noise_scale: float = 0.3
     terms: dict[str, list[str]] | None = None
-    precision: str = "auto"
+    sampling: SamplingOverrides = field(default_factory=lambda: SamplingOverrides(precision="auto"))
 
     def check(self) -> FeedbackConfig:
         """Raise `InvalidArgument` naming the first field outside its range; returns self (no model needed)."""
@@ -118,8 +116,9 @@ class FeedbackConfig:
             raise InvalidArgument("step_rule", f"must be one of {', '.join(STEP_RULES)}, got {self.step_rule!r}")
         if not is_int(self.distance_row):
             raise InvalidArgument("distance_row", f"must be an integer row index, got {self.distance_row!r}")
-        SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
-                          batch_size=self.batch_size).check()
+        if not isinstance(self.sampling, SamplingOverrides):
+            raise InvalidArgument("sampling", f"expected SamplingOverrides, got {type(self.sampling).__name__}")
+        self.sampling.check()
         if self.session_seed is not None:
             V.check_seed(self.session_seed, "session_seed")
         if self.recommender not in RECOMMENDERS:
@@ -138,7 +137,6 @@ class FeedbackConfig:
             raise InvalidArgument("noise_scale", f"must be a finite number >= 0, got {self.noise_scale!r}")
         if self.terms is not None:
             self.terms = check_term_groups(self.terms)
-        check_precision(self.precision)
         if self.recommender == "terms" and self.n_variants < 2:
             raise InvalidArgument("n_variants", "the terms recommender needs at least 2 (no change + an edit)")
         return self
@@ -148,19 +146,29 @@ class FeedbackConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> FeedbackConfig:
-        """The inverse of `to_dict`, checked; unknown keys are an error (a newer or foreign file)."""
+        """The inverse of `to_dict`, checked; unknown keys are an error (a newer or foreign file).
+
+        Sessions written before the sampling settings moved into `sampling` hold them at the
+        top level (`steps`, `guidance`, `scheduler`, `batch_size`, `precision`): they are
+        read into `sampling`.
+        """
         if not isinstance(data, dict):
             raise InvalidArgument("config", f"expected an object, got {type(data).__name__}")
+        data = dict(data)
+        legacy = {k: data.pop(k) for k in LEGACY_SAMPLING if k in data}
+        sampling = dict(data.pop("sampling", None) or {"precision": "auto"})
+        sampling.update({k: v for k, v in legacy.items()})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise InvalidArgument("config", f"unknown setting(s): {', '.join(unknown)}")
-        return cls(**data).check()
+        return cls(**data, sampling=SamplingOverrides.from_dict(sampling)).check()
 
     def sample_kwargs(self) -> dict:
-        """Keyword arguments of `Model.sample` (None: the model's defaults)."""
-        return {"steps": self.steps, "guidance": self.guidance, "scheduler": self.scheduler,
-                "precision": self.precision}
+        """Keyword arguments of `Model.sample` for a render (None: the model's defaults); the
+        batch size is the caller's."""
+        s = self.sampling
+        return {"steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler, "precision": s.precision}
 
 
 def config_from_state(state: dict, path: str | os.PathLike = "") -> FeedbackConfig:

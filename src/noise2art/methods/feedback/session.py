@@ -289,7 +289,7 @@ class FeedbackSession:
             latents = torch.cat([self.noise, cands.noise.to(self._base_noise.dtype)])
         with torch.no_grad():
             lat = self.model.sample(embedding, latents=latents, pairing="zip",
-                                    batch_size=self.config.batch_size or len(embedding), callback=callback,
+                                    batch_size=self.config.sampling.batch_size or len(embedding), callback=callback,
                                     **self.config.sample_kwargs())
         images = self._decode(lat)
         return Variants(cands, images, time.perf_counter() - start)
@@ -309,7 +309,7 @@ class FeedbackSession:
         """``[S, 3, H, W]``: the current embedding rendered on other seeds (does it hold beyond one noise?)."""
         seeds = V.check_seeds(seeds)
         with torch.no_grad():
-            lat = self.model.sample(self._current, seeds, batch_size=self.config.batch_size, callback=callback,
+            lat = self.model.sample(self._current, seeds, batch_size=self.config.sampling.batch_size, callback=callback,
                                     **self.config.sample_kwargs())
         return self._decode(lat)
 
