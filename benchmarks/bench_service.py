@@ -1,0 +1,232 @@
+"""Latency and throughput of `noise2art serve` on a real server process.
+
+Starts `noise2art serve` on a fresh temporary data folder and measures, over HTTP:
+
+- time to the first image and to all images of one generate job of 24 seeds (SSE
+  `/api/v1/jobs/{id}/events`, `job.image` events);
+- p50 / p95 latency of fetching a stored PNG and of a library page of 24, with 1, 4 and 16
+  concurrent clients (threads, one HTTP connection each);
+- images per second of 8 single-seed generate jobs submitted together (batched into shared
+  UNet calls, `--max-batch 8`) against the same 8 jobs submitted one after another.
+
+Generation uses the model's default sampling settings (the embedded model: 20 steps).
+Prints a markdown table.
+
+    python benchmarks/bench_service.py            # the embedded model
+    python benchmarks/bench_service.py --quick    # fewer requests per measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+TARGET_P95_MS = 50.0
+TARGET_BATCH_RATIO = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, model: str | None, max_batch: int, log: Path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "noise2art.cli.main", "serve", "--data", str(data), "--port", str(port),
+           "--device", "cpu", "--max-batch", str(max_batch), "--log-level", "warning"]
+    if model:
+        cmd += ["--model", model]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    with httpx.Client(base_url=url, timeout=5) as c:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited ({proc.returncode}); see {log}")
+            try:
+                if c.get("/api/v1/health").status_code == 200:
+                    return proc, url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the server did not come up")
+
+
+def wait_jobs(client: httpx.Client, ids: list[str], timeout: float = 1800) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    while pending:
+        for job_id in list(pending):
+            job = client.get(f"/api/v1/jobs/{job_id}").json()
+            if job["status"] == "completed":
+                pending.discard(job_id)
+            elif job["status"] in ("failed", "canceled", "interrupted"):
+                raise SystemExit(f"job {job_id} ended {job['status']}: {job.get('error')}")
+        if time.monotonic() > deadline:
+            raise SystemExit("jobs did not complete in time")
+        if pending:
+            time.sleep(0.02)
+
+
+def generate_24(client: httpx.Client, url: str) -> tuple[float, float, list[str]]:
+    """(seconds to first image, seconds to all 24, image ids) of one 24-seed job, from SSE."""
+    t0 = time.perf_counter()
+    r = client.post("/api/v1/generate", json={"prompt": "a red ball, oil painting", "seeds": list(range(24))})
+    r.raise_for_status()
+    job_id = r.json()["job_id"]
+    first = last = None
+    images: list[str] = []
+    event = None
+    with httpx.Client(base_url=url, timeout=None) as sse:
+        with sse.stream("GET", f"/api/v1/jobs/{job_id}/events") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event == "job.image":
+                    now = time.perf_counter() - t0
+                    first = now if first is None else first
+                    last = now
+                    images.append(json.loads(line[6:])["image_id"])
+                elif line.startswith("data: ") and event in ("job.completed", "job.failed", "job.canceled"):
+                    break
+    if len(images) != 24:
+        raise SystemExit(f"the job gave {len(images)} images, not 24")
+    return first, last, images
+
+
+def latencies(url: str, paths: list[str], clients: int, per_client: int, seed: int) -> list[float]:
+    """Seconds per request of `clients` threads, each `per_client` GETs of random `paths`."""
+    out: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+    errors: list[str] = []
+
+    def run(k: int) -> None:
+        rng = random.Random(seed * 1000 + k)
+        mine = []
+        with httpx.Client(base_url=url, timeout=30) as c:
+            c.get(paths[0])  # connect first: measure requests, not the TCP handshake
+            barrier.wait()
+            for _ in range(per_client):
+                path = rng.choice(paths)
+                t = time.perf_counter()
+                r = c.get(path)
+                mine.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors.append(f"{path}: {r.status_code}")
+        with lock:
+            out.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise SystemExit(f"requests failed: {errors[:3]}")
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] * 1000
+
+
+def throughput(client: httpx.Client, seeds: list[int], together: bool, prompt: str) -> float:
+    """Images per second of one single-seed job per seed: all submitted at once, or one by one."""
+    t0 = time.perf_counter()
+    if together:
+        ids = [client.post("/api/v1/generate", json={"prompt": prompt, "seeds": [s]}).json()["job_id"]
+               for s in seeds]
+        wait_jobs(client, ids)
+    else:
+        for s in seeds:
+            wait_jobs(client, [client.post("/api/v1/generate", json={"prompt": prompt, "seeds": [s]}).json()["job_id"]])
+    return len(seeds) / (time.perf_counter() - t0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="model for `noise2art serve --model` (default: the embedded model)")
+    p.add_argument("--quick", action="store_true", help="fewer requests per latency measurement")
+    p.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    per_request = 40 if args.quick else 200  # requests per latency measurement (split over the clients)
+    work = Path(tempfile.mkdtemp(prefix="n2a-bench-service-"))
+    log = work / "server.log"
+    rows = []
+    t_bench = time.perf_counter()
+    proc, url = start_server(work / "data", args.model, args.max_batch, log)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            # Warm the model (first call pays one-off costs) on a seed the measurements do not use.
+            wait_jobs(client, [client.post("/api/v1/generate", json={"prompt": "warm up", "seeds": [999]})
+                       .json()["job_id"]])
+            first, last, image_ids = generate_24(client, url)
+            rows.append(("generate 24 seeds: first image", f"{first:.2f} s", ""))
+            rows.append(("generate 24 seeds: all 24", f"{last:.2f} s", f"{24 / last:.2f} img/s"))
+
+            pngs = [f"/api/v1/images/{i}.png" for i in image_ids]
+            pages = ["/api/v1/library?limit=24"]
+            page = client.get("/api/v1/library", params={"limit": 24}).json()
+            assert len(page["images"]) == 24
+            measured = {}
+            for name, paths in (("image PNG", pngs), ("library page of 24", pages)):
+                for clients in (1, 4, 16):
+                    lat = latencies(url, paths, clients, max(5, per_request // clients), args.seed)
+                    measured[(name, clients)] = (pct(lat, 0.5), pct(lat, 0.95))
+                    rows.append((f"{name}, {clients} client{'s' if clients > 1 else ''}",
+                                 f"p50 {pct(lat, 0.5):.1f} ms", f"p95 {pct(lat, 0.95):.1f} ms ({len(lat)} req)"))
+
+            seeds_b = list(range(100, 100 + args.max_batch))
+            seeds_s = list(range(200, 200 + args.max_batch))
+            batched = throughput(client, seeds_b, True, "a blue cube")
+            single = throughput(client, seeds_s, False, "a blue cube")
+            rows.append((f"{args.max_batch} single-seed jobs submitted together (batched)", f"{batched:.2f} img/s", ""))
+            rows.append((f"{args.max_batch} single-seed jobs one after another", f"{single:.2f} img/s", ""))
+            rows.append(("batching speed-up", f"{batched / single:.2f}x", ""))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    total = time.perf_counter() - t_bench
+    p95_ok = all(measured[(n, 16)][1] <= TARGET_P95_MS for n in ("image PNG", "library page of 24"))
+    batch_ok = batched / single >= TARGET_BATCH_RATIO
+
+    print(f"model: {args.model or 'embedded'}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
+          f"server --max-batch {args.max_batch} --device cpu; {'quick' if args.quick else 'full'} run, "
+          f"{total:.0f} s")
+    print()
+    print("| measurement | value | detail |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    print()
+    print(f"p95 <= {TARGET_P95_MS:.0f} ms for image and library at 16 clients: {'met' if p95_ok else 'NOT met'}")
+    print(f"batching >= {TARGET_BATCH_RATIO:.0f}x: {'met' if batch_ok else 'NOT met'} ({batched / single:.2f}x)")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
