@@ -16,7 +16,6 @@ from tests.service.conftest import client, free_port, make_app, make_client, wai
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
 # The probes of APIs that are not on every server (Explore, Feed): their 404 is expected.
-OPTIONAL_APIS = ("/api/v1/sessions", "/api/v1/feed")
 
 
 def chromium_executable() -> str | None:
@@ -81,10 +80,7 @@ def browser():
 
 
 def _unexpected(message) -> bool:
-    if message.type != "error":
-        return False
-    url = (message.location or {}).get("url", "")
-    return not ("404" in message.text and any(api in url for api in OPTIONAL_APIS))
+    return message.type == "error"
 
 
 @pytest.fixture

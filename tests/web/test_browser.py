@@ -174,11 +174,10 @@ def test_pages_load_without_console_errors(page, server, tmp_path):
         assert page.locator("h1").count() == 1 and page.locator("nav a[aria-current=page]").count() == 1
         if name == "search":
             wait_loaded(page, 24)
-        if name in ("explore", "feed"):
-            page.locator("#pending").wait_for(state="visible")
         page.wait_for_timeout(200)
         assert page.evaluate("() => [...document.images].every(i => i.hasAttribute('alt'))")
-        page.screenshot(path=str(shots / f"{name}.png"))
+        if name not in ("explore", "feed"):  # their screenshots show a running session and feed
+            page.screenshot(path=str(shots / f"{name}.png"))
         assert not page.errors, (name, page.errors)
 
 
