@@ -46,7 +46,7 @@ def add_export(world_sub) -> None:
 
 
 def add_eval(world_sub) -> None:
-    from noise2art.cli.common import PRECISION_CHOICES, add_model_args
+    from noise2art.cli.common import add_model_args, add_sampling_args
 
     p = world_sub.add_parser(
         "eval", help="prompt adherence, diversity and Frechet distance of a model on the world",
@@ -56,10 +56,7 @@ def add_eval(world_sub) -> None:
                    "(default: 40 held-out captions)")
     p.add_argument("--n-prompts", type=int, default=40, help="held-out prompts when --prompts is not given")
     p.add_argument("--seeds", type=int, default=8, help="seeds per prompt (default 8)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--precision", choices=PRECISION_CHOICES, default="model",
-                   help="the UNet's precision (default model: the model's dtype; auto as `generate` runs)")
+    add_sampling_args(p, size=False, batch="images")
     p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     add_model_args(p)
@@ -170,7 +167,7 @@ def _export(args) -> int:
 def _eval(args) -> int:
     from tqdm import tqdm
 
-    from noise2art.cli.common import emit_json, load
+    from noise2art.cli.common import emit_json, load, sampling_overrides
     from noise2art.world.evaluation import evaluate, held_out_prompts, read_prompts
 
     if args.seeds < 1 or args.seeds > 1000:
@@ -183,10 +180,11 @@ def _eval(args) -> int:
         from noise2art.world.captions import parse
 
         prompts = [(p, parse(p)) for p in held_out_prompts(args.n_prompts)]
+    sampling = sampling_overrides(args)
     model = load(args)
     bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
-    report = evaluate(model, prompts, seeds=args.seeds, steps=args.steps, guidance=args.guidance,
-                      frechet=not args.no_frechet, progress=lambda k, n: bar.update(1), precision=args.precision)
+    report = evaluate(model, prompts, seeds=args.seeds, sampling=sampling, frechet=not args.no_frechet,
+                      progress=lambda k, n: bar.update(1))
     bar.close()
     if args.json:
         emit_json(report.to_json())

@@ -43,6 +43,10 @@ log = logging.getLogger("noise2art.service")
 PROGRESS_INTERVAL_S = 0.2
 """At most this often a job's progress is written and announced (steps can be faster)."""
 
+GATHER_S = 0.05
+"""After idling, the worker waits this long before its first batch, so that requests sent
+together (a page of thumbnails, several users at once) share one UNet call."""
+
 
 @dataclass
 class GenerateState:
@@ -183,10 +187,14 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        idle = True
         while not self._stop.is_set():
             try:
                 self.drain_calls()
+                if idle and not self._stop.wait(GATHER_S):
+                    self.drain_calls()
                 worked = self._step()
+                idle = not worked
             except Exception:  # the loop must survive anything a job does
                 log.error("worker step failed:\n%s", traceback.format_exc())
                 worked = False

@@ -131,10 +131,11 @@ def score_predictions(named: dict, predictions: list[dict]) -> tuple[float | Non
 
 def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int | None = None,
              guidance: float | None = None, frechet: bool = True, progress=None,
-             precision: str | None = None) -> EvalReport:
+             precision: str | None = None, sampling=None) -> EvalReport:
     """Generate `seeds` images per prompt and score them (see the module docstring).
 
-    `precision` is `Model.sample`'s (None: the model's default, its own dtype).
+    `precision` is `Model.sample`'s (None: the model's default, its own dtype); `sampling`
+    (a `SamplingOverrides`) gives every sampling setting at once, the others on top.
     """
     from noise2art.errors import ModelLoadError
 
@@ -149,8 +150,8 @@ def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int 
 
     for k, (prompt, named) in enumerate(prompts):
         with torch.no_grad():
-            images = model.render(prompt, seeds=list(range(seeds)), steps=steps, guidance=guidance,
-                                  precision=precision)
+            images = model.render(prompt, seeds=list(range(seeds)), settings=sampling, steps=steps,
+                                  guidance=guidance, precision=precision)
             preds = classifier.predict(images)
             if clip is not None and frechet:
                 gen_feats.append(clip.encode_image(images).cpu().numpy())
