@@ -85,7 +85,7 @@ def test_a_like_survives_a_reload(page, server):
 
 def test_a_job_canceled_from_the_jobs_page_ends_canceled(page, server):
     r = page.request.post(f"{server.url}/api/v1/generate",
-                          data={"prompt": "a long job", "steps": 1000, "seeds": list(range(8))})
+                          data={"prompt": "a long job", "steps": 500, "seeds": list(range(8))})
     assert r.status == 202, r.text()
     job_id = r.json()["job_id"]
     page.goto(f"{server.url}/jobs")
