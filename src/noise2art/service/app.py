@@ -62,6 +62,7 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
     """The application for `config`; `model` (already loaded) skips loading one at startup."""
     from noise2art.service.routes import api, pages
     from noise2art.service.runners import RUNNERS
+    from noise2art.service.search import FeatureIndex
     from noise2art.service.web import routes as web
     from noise2art.service.worker import Worker
 
@@ -78,6 +79,7 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
                 log.warning("recovered the store: %s", recovered)
             loaded = model if model is not None else await run_in_threadpool(_load_model, config)
             worker = Worker(store, loaded, max_batch=config.max_batch, version=__version__, runners=RUNNERS)
+            app.state.index = FeatureIndex(store)
             app.state.config, app.state.store, app.state.model, app.state.worker = config, store, loaded, worker
             app.state.recovered = recovered
             worker.start()

@@ -18,6 +18,7 @@ from noise2art.engine.model import to_pil
 from noise2art.engine.settings import SampleSettings, SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.pngmeta import GenerationParams, png_bytes
+from noise2art.service.search import image_feature_rows
 from noise2art.store import Store
 from noise2art.store.blobs import sha256
 
@@ -67,6 +68,7 @@ def store_images(ctx, images: torch.Tensor, settings: SampleSettings, emb: Promp
     """Store `images [N, 3, H, W]` of one embedding on `seeds` (one per image); returns their ids."""
     model = ctx.model
     pil = to_pil(images)
+    features = image_feature_rows(model, images)
     items = []
     for k, (image, seed) in enumerate(zip(pil, seeds)):
         params = GenerationParams.from_settings(
@@ -77,7 +79,7 @@ def store_images(ctx, images: torch.Tensor, settings: SampleSettings, emb: Promp
             model_id=model.model_id, embedding_id=embedding_id, prompt=emb.prompts[0], negative=emb.negative[0],
             seed=seed, steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler_label,
             width=settings.width, height=settings.height, precision=settings.precision, method=method,
-            job_id=ctx.job["id"], owner=ctx.owner, extra=fields)))
+            job_id=ctx.job["id"], owner=ctx.owner, extra=fields, features=features[k])))
     return [row["id"] for row in ctx.store.add_images(items)]
 
 

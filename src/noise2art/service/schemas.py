@@ -400,3 +400,15 @@ class FeedEventView(BaseModel):
     item_id: str
     kind: str
     value: float
+
+
+class SearchHit(ImageView):
+    score: float
+
+
+class SearchResult(BaseModel):
+    """Stored images first (best match first), then the stream that generates more."""
+
+    images: list[SearchHit]
+    kind: str
+    stream_id: str | None = None

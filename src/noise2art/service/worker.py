@@ -36,6 +36,7 @@ from noise2art.engine.model import to_pil
 from noise2art.engine.settings import SampleSettings
 from noise2art.errors import Cancelled
 from noise2art.pngmeta import GenerationParams, png_bytes
+from noise2art.service.search import image_feature_rows
 from noise2art.store import Store
 
 log = logging.getLogger("noise2art.service")
@@ -323,6 +324,7 @@ class Worker:
             attributes = None
             if model.companions.attributes is not None:
                 attributes = model.companions.attributes.predict(images.float())
+        features = image_feature_rows(model, images)
         pil = to_pil(images)
         by_state: dict[int, list[tuple[int, int]]] = {}
         for k, (s, seed) in enumerate(samples):
@@ -343,7 +345,7 @@ class Worker:
                     model_id=model.model_id, embedding_id=s.embedding_id, prompt=emb.prompts[0],
                     negative=emb.negative[0], seed=seed, steps=ran.steps, guidance=ran.guidance,
                     scheduler=ran.scheduler_label, width=ran.width, height=ran.height, precision=ran.precision,
-                    method="generate", job_id=s.job["id"], owner=s.job["owner"], extra=extra)))
+                    method="generate", job_id=s.job["id"], owner=s.job["owner"], extra=extra, features=features[k])))
             rows = self.store.add_images(items)
             for row in rows:
                 s.image_ids.append(row["id"])

@@ -148,6 +148,14 @@ MIGRATIONS: list[str] = [
         updated REAL NOT NULL
     ) STRICT;
     """,
+    # 4: image features (float32 unit vectors) for search over what is stored.
+    """
+    CREATE TABLE image_features (
+        image_id TEXT PRIMARY KEY REFERENCES images (id),
+        kind TEXT NOT NULL,
+        vector BLOB NOT NULL
+    ) STRICT;
+    """,
 ]
 
 

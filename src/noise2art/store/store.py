@@ -168,7 +168,10 @@ class Store:
     # -- images ------------------------------------------------------------------------------
 
     def add_images(self, items: list[tuple[bytes, dict]]) -> list[dict]:
-        """Store PNGs and their rows (`IMAGE_FIELDS`, plus `extra`) in one transaction."""
+        """Store PNGs and their rows (`IMAGE_FIELDS`, plus `extra`) in one transaction.
+
+        A field `features`, `(kind, float32 bytes)`, stores the image's feature vector for
+        search (`features_after`)."""
         digests = [self.blobs.put(png, "png") for png, _ in items]  # every file first
         ids = []
         now = time.time()
@@ -180,7 +183,21 @@ class Store:
                 db.execute(f"INSERT INTO images (id, sha256, {', '.join(IMAGE_FIELDS)}, extra, created) "
                            f"VALUES (?, ?, {', '.join('?' * len(IMAGE_FIELDS))}, ?, ?)",
                            [row_id, digest, *values, json.dumps(fields.get("extra") or {}), now + k * 1e-6])
+                if fields.get("features") is not None:
+                    kind, vector = fields["features"]
+                    db.execute("INSERT INTO image_features (image_id, kind, vector) VALUES (?, ?, ?)",
+                               (row_id, kind, vector))
         return [self.get_image(i) for i in ids]
+
+    def image_feature(self, image_id: str) -> tuple[str, bytes] | None:
+        row = self.db.execute("SELECT kind, vector FROM image_features WHERE image_id = ?", (image_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def features_after(self, last_rowid: int, kind: str, limit: int = 50000) -> list[tuple[int, str, str, bytes]]:
+        """Feature vectors stored after `last_rowid`: `(rowid, image_id, owner, float32 bytes)`."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT f.rowid, f.image_id, i.owner, f.vector FROM image_features f JOIN images i ON i.id = f.image_id "
+            "WHERE f.rowid > ? AND f.kind = ? ORDER BY f.rowid LIMIT ?", (last_rowid, kind, limit))]
 
     def get_image(self, row_id: str, owner: str | None = None) -> dict | None:
         row = self.db.execute("SELECT * FROM images WHERE id = ?", (row_id,)).fetchone()

@@ -465,6 +465,55 @@ def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = P
     return Response(view.model_dump_json(), status_code=202, media_type="application/json")
 
 
+# --------------------------------------------------------------------------- search over what is stored
+
+
+@router.get("/search", response_model=S.SearchResult, responses={422: {"model": S.Error}})
+async def search(request: Request, owner: Owner, q: str | None = Query(None, min_length=1, max_length=500),
+                 like: str | None = Query(None, pattern=r"^[0-9a-f]{16}$"),
+                 limit: int = Query(24, ge=1, le=100)) -> S.SearchResult:
+    """Stored images ranked by a text query (`q`) or by likeness to a stored image (`like`),
+    best first; for a text query also the stream (`POST /api/v1/streams`) that generates
+    more results once the stored ones run out."""
+    import numpy as np
+
+    from noise2art.metrics.features import feature_kind
+    from noise2art.service.runners import open_stream
+
+    if (q is None) == (like is None):
+        raise InvalidArgument("q", "give a text query (q) or an image (like), not both")
+    state = _state(request)
+    model, store = state.model, state.store
+    kind = feature_kind(model)
+    stream_id = None
+    if like is not None:
+        if store.get_image(like, owner) is None:
+            raise InvalidArgument("like", f"no image {like}")
+        stored = store.image_feature(like)
+        if stored is None:
+            raise InvalidArgument("like", f"image {like} has no stored features")
+        kind, vector = stored[0], np.frombuffer(stored[1], dtype=np.float32)
+    else:
+        if kind != "world-clip":
+            raise InvalidArgument("q", "text search needs an image-text model (world CLIP, on the embedded model); "
+                                       "search by an image with `like` instead")
+        from noise2art.engine.companions import world_clip_text
+
+        def query():
+            vec = world_clip_text(model, [q])[0].float().cpu().numpy()
+            view = open_stream(state.worker, store, {"query": q}, owner)
+            return vec, view["id"]
+
+        vector, stream_id = await _on_worker(request, query)
+    hits = await asyncio.to_thread(state.index.search, kind, vector, owner, limit, like)
+    images = []
+    for image_id, score in hits:
+        row = store.get_image(image_id)
+        view = _image_view(row, store.liked(image_id, owner))
+        images.append(S.SearchHit(**view.model_dump(), score=score))
+    return S.SearchResult(images=images, kind=kind, stream_id=stream_id)
+
+
 # --------------------------------------------------------------------------- feedback sessions
 
 
