@@ -109,7 +109,7 @@ def test_between_positions_are_equal_arc_length_fractions(tiny_model, monkeypatc
     # A path whose image changes all in its first quarter: re-timed positions crowd there.
     monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
         [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
-    stream = Stream.between(tiny_model, a, b, config(coarse=9))
+    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0))
     ts = [r.record["t"] for r in stream.results(range(7))]
     # Arc length is all in t in [0, 0.25]: fractions 1/2, 1/4, 3/4 ... map to t = u / 4.
     assert ts == pytest.approx([0.125, 0.0625, 0.1875, 0.03125, 0.15625, 0.09375, 0.21875])
@@ -134,7 +134,7 @@ def test_beyond_stops_before_the_path_jumps(tiny_model, monkeypatch):
     # Coarse positions 1, 1.125, ..., 2: the step after the fourth position jumps.
     monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
         [1.0, 1.0, 1.0, 9.0, 1.0, 1.0, 1.0, 1.0]))
-    stream = Stream.beyond(tiny_model, a, b, config(coarse=9, beyond_max=2.0))
+    stream = Stream.beyond(tiny_model, a, b, config(coarse=9, refine=0, beyond_max=2.0))
     ts = [r.record["t"] for r in stream.results(range(6))]
     assert stream.end == pytest.approx(1.375)
     assert all(1.0 < t <= 1.375 for t in ts)
@@ -156,3 +156,22 @@ def test_a_directed_query_keeps_the_similarity_floor_and_records_the_concept(tin
     assert torch.equal(d[0], torch.zeros_like(d[0])) and d.abs().sum() > 0
     with pytest.raises(InvalidArgument, match="min_similarity"):
         directed_weight(base.anchors[0].embedding, d, 1.5)
+
+
+def test_refinement_bisects_where_the_picture_changes(tiny_model, monkeypatch):
+    from noise2art.methods import retime
+
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    # Every step of the path is as large (1): each gap is wider than the output step, so the
+    # whole budget of 3 bisections is spent, each halving one gap into two steps of 1.
+    monkeypatch.setattr(retime, "model_distance",
+                        lambda model: lambda x, y: torch.ones(x.shape[0], dtype=torch.float64))
+    stream = Stream.between(tiny_model, a, b, config(coarse=5, refine=3))
+    stream.results([0])
+    _, alphas, arc, _ = stream._path
+    assert len(alphas) == 5 + 3 and float(arc[-1]) == 4 + 3
+    assert alphas.tolist() == sorted(alphas.tolist()) and len(set(alphas.tolist())) == 8
+    unrefined = Stream.between(tiny_model, a, b, config(coarse=5, refine=0))
+    unrefined.results([0])
+    assert len(unrefined._path[1]) == 5

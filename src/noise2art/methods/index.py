@@ -145,6 +145,8 @@ class StreamConfig:
         similarity: `like`: cosine similarity of each result's embedding to the image's.
         noise_strength: `like`: slerp weight from the image's noise toward fresh noise.
         coarse: `between` / `beyond`: positions rendered once to measure the path.
+        refine: `between` / `beyond`: extra renders that bisect the path's largest steps
+            (`methods.retime.refine_gaps`) before its arc length is taken.
         beyond_max: `beyond`: the furthest t looked at.
         jump_factor: `beyond`: a step faster than this times the median speed is a jump.
         sampling: sampling settings of every result (`SamplingOverrides`).
@@ -154,6 +156,7 @@ class StreamConfig:
     similarity: float = 0.95
     noise_strength: float = 0.3
     coarse: int = 9
+    refine: int = 16
     beyond_max: float = 2.0
     jump_factor: float = 3.0
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
@@ -167,6 +170,8 @@ class StreamConfig:
                 raise InvalidArgument(name, f"must be a number in [{lo:g}, {hi:g}], got {v!r}")
         if isinstance(self.coarse, bool) or not isinstance(self.coarse, int) or not 3 <= self.coarse <= 64:
             raise InvalidArgument("coarse", f"must be an integer in [3, 64], got {self.coarse!r}")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, int) or not 0 <= self.refine <= 256:
+            raise InvalidArgument("refine", f"must be an integer in [0, 256], got {self.refine!r}")
         if not (isinstance(self.beyond_max, (int, float)) and 1.0 < self.beyond_max <= 10.0):
             raise InvalidArgument("beyond_max", f"must be a number in (1, 10], got {self.beyond_max!r}")
         if not (isinstance(self.jump_factor, (int, float)) and self.jump_factor > 1.0):
@@ -279,7 +284,8 @@ class Stream:
             "settings": self.settings.as_overrides().to_dict() | {"batch_size": None},
             "direction": direction.record() if direction else None,
             "like": (config.similarity, config.noise_strength) if kind == "like" else None,
-            "path": (config.coarse, config.beyond_max, config.jump_factor) if kind in ("between", "beyond") else None,
+            "path": (config.coarse, config.refine, config.beyond_max, config.jump_factor)
+            if kind in ("between", "beyond") else None,
         }
         self.key = stream_key(description)
         self.id = f"{self.key:016x}"
@@ -382,7 +388,8 @@ class Stream:
         alphas = torch.linspace(lo, hi, self.config.coarse, dtype=torch.float64)
         images = render_frames(self.model, path.embeddings(alphas), path.noises(alphas), cfg,
                                callback=callback, cancel=cancel)
-        steps = model_distance(self.model)(images[:-1], images[1:]).double().clamp_min(0)
+        distance = model_distance(self.model)
+        steps = distance(images[:-1], images[1:]).double().clamp_min(0)
         end = hi
         if self.kind == "beyond":
             profile = speed_profile(alphas, steps, self.config.jump_factor)
@@ -393,6 +400,20 @@ class Stream:
                 alphas, steps = alphas[:first + 1], steps[:first]
         if end <= lo or len(alphas) < 2:
             raise InvalidArgument("beyond", "the path jumps right past the second image: there is nothing beyond it")
+        if self.config.refine:
+            # Bisect where the picture changes most, as constant-speed re-timing does, so that
+            # equal arc-length fractions are equal image-space steps inside fast stretches too.
+            from noise2art.methods.retime import refine_gaps
+
+            xs, ims, gaps = alphas.tolist(), list(images[:len(alphas)].unbind(0)), steps.tolist()
+
+            def render(ts: Tensor) -> Tensor:
+                return render_frames(self.model, path.embeddings(ts), path.noises(ts), cfg, cancel=cancel)
+
+            refine_gaps(xs, ims, gaps, render, distance, 2 * self.config.coarse, self.config.refine,
+                        max(1, self.settings.batch_size), 1e-4)
+            alphas = torch.tensor(xs, dtype=torch.float64)
+            steps = torch.tensor(gaps, dtype=torch.float64)
         arc = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
         self._path = (path, alphas, arc, end)
 

@@ -199,6 +199,42 @@ def arc_length_alphas(sample_alphas: Tensor, arc_length: Tensor, n: int) -> Tens
     return out
 
 
+def refine_gaps(xs: list[float], ims: list[Tensor], gaps: list[float], render: Render, distance: Distance,
+                n_out: int, budget: int, per_round: int, min_width: float) -> int:
+    """Bisect the largest gaps of a sampled path in place, until no gap exceeds the output
+    step (total / (n_out - 1)) or `budget` renders are spent; returns the renders made.
+
+    ``xs [M]`` alphas, ``ims [M]`` their images and ``gaps [M-1]`` the distances between
+    neighbours grow by one entry per bisection, ``per_round`` bisections per render batch.
+    Gaps narrower than ``min_width`` stay: a true discontinuity stays one however finely it
+    is sampled.
+    """
+    refined = 0
+    while budget > 0:
+        target_step = sum(gaps) / (n_out - 1)
+        order = sorted(range(len(gaps)), key=lambda i: gaps[i], reverse=True)
+        # A gap no wider than one output step holds at most one output frame: linear is good enough there.
+        pick = [i for i in order if gaps[i] > target_step * (1 + 1e-6) and xs[i + 1] - xs[i] > min_width]
+        pick = sorted(pick[: min(per_round, budget)])
+        if not pick:
+            break
+        mids = torch.tensor([0.5 * (xs[i] + xs[i + 1]) for i in pick], dtype=torch.float64)
+        new = render(mids)
+        left = torch.stack([ims[i] for i in pick])
+        right = torch.stack([ims[i + 1] for i in pick])
+        d_left = torch.as_tensor(distance(left, new)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
+        d_right = torch.as_tensor(distance(new, right)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
+        # Insert from the back so earlier indices stay valid.
+        for k in reversed(range(len(pick))):
+            i = pick[k]
+            xs.insert(i + 1, float(mids[k]))
+            ims.insert(i + 1, new[k])
+            gaps[i:i + 1] = [float(d_left[k]), float(d_right[k])]
+        budget -= len(pick)
+        refined += len(pick)
+    return refined
+
+
 def retime_alphas(
     alphas: Tensor,
     images: Tensor,
@@ -237,30 +273,7 @@ def retime_alphas(
     gaps = d_before.tolist()  # gaps[i] between xs[i] and xs[i+1]
 
     # 2. Refine where the picture jumps.
-    budget = config.refine
-    refined = 0
-    while budget > 0:
-        target_step = sum(gaps) / (n_out - 1)
-        order = sorted(range(len(gaps)), key=lambda i: gaps[i], reverse=True)
-        # A gap no wider than one output step holds at most one output frame: linear is good enough there.
-        pick = [i for i in order if gaps[i] > target_step * (1 + 1e-6) and xs[i + 1] - xs[i] > config.min_width]
-        pick = sorted(pick[: min(per_round, budget)])
-        if not pick:
-            break
-        mids = torch.tensor([0.5 * (xs[i] + xs[i + 1]) for i in pick], dtype=torch.float64)
-        new = render(mids)
-        left = torch.stack([ims[i] for i in pick])
-        right = torch.stack([ims[i + 1] for i in pick])
-        d_left = torch.as_tensor(distance(left, new)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
-        d_right = torch.as_tensor(distance(new, right)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
-        # Insert from the back so earlier indices stay valid.
-        for k in reversed(range(len(pick))):
-            i = pick[k]
-            xs.insert(i + 1, float(mids[k]))
-            ims.insert(i + 1, new[k])
-            gaps[i:i + 1] = [float(d_left[k]), float(d_right[k])]
-        budget -= len(pick)
-        refined += len(pick)
+    refined = refine_gaps(xs, ims, gaps, render, distance, n_out, config.refine, per_round, config.min_width)
 
     # 3. Arc length over all samples.
     sample_alphas = torch.tensor(xs, dtype=torch.float64)
