@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -60,5 +61,15 @@ def run_serve(args) -> int:
     app = create_app(config)
     print(f"noise2art serve: data in {config.data}; http://{config.host}:{config.port}/ "
           f"(API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # that was there before it started: make that one a clean exit, as Ctrl-C is.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, timeout_graceful_shutdown=10)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _exit_cleanly(signum, frame):
+    raise SystemExit(0)
