@@ -25,3 +25,7 @@ class ModelLoadError(Noise2ArtError):
 
 class Cancelled(Noise2ArtError):
     """A long job stopped because its cancel check returned True."""
+
+
+class Preempted(Noise2ArtError):
+    """A long job gave way to a more urgent one; it resumes from what it stored."""

@@ -77,3 +77,25 @@ def test_bad_stream_requests_are_422_or_404(client):
     stream = create(client, query="a red ball")
     assert client.get(f"/api/v1/streams/{stream['id']}/pages/0?size=0").status_code == 422
     assert client.get(f"/api/v1/streams/{stream['id']}/pages/-1").status_code == 422
+
+
+def test_a_prefetched_page_gives_way_to_the_page_someone_asks_for(client):
+    from tests.service.conftest import sse_events, wait_for
+
+    stream = create(client, query="a red ball", steps=60)
+    r = client.get(f"/api/v1/streams/{stream['id']}/pages/0?size=8")
+    wait_job(client, r.json()["job_id"])
+    jobs = client.get("/api/v1/jobs").json()["jobs"]
+    prefetch = next(j for j in jobs if j["kind"] == "stream.page" and j["id"] != r.json()["job_id"])
+    wait_for(lambda: client.get(f"/api/v1/jobs/{prefetch['id']}").json()["status"] == "running", 20,
+             "the prefetched page to start")
+    urgent = client.get(f"/api/v1/streams/{stream['id']}/pages/5?size=8").json()["job_id"]
+    done = wait_job(client, urgent)
+    assert done["status"] == "completed"
+    later = wait_job(client, prefetch["id"])
+    assert later["status"] == "completed" and later["finished"] > done["finished"]
+    events = [e["event"] for e in sse_events(client.get(f"/api/v1/jobs/{prefetch['id']}/events").text)]
+    assert "job.requeued" in events
+    # The resumed page is whole: results 8..15, one image each.
+    page = full_page(client, stream["id"], 1, 8)
+    assert [i["idx"] for i in page["images"]] == list(range(8, 16)) and len({i["id"] for i in page["images"]}) == 8

@@ -16,7 +16,7 @@ import torch
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.model import to_pil
 from noise2art.engine.settings import SampleSettings, SamplingOverrides
-from noise2art.errors import InvalidArgument
+from noise2art.errors import Cancelled, InvalidArgument, Preempted
 from noise2art.pngmeta import GenerationParams, png_bytes
 from noise2art.service.search import image_feature_rows
 from noise2art.store import Store
@@ -325,11 +325,22 @@ def run_stream_page(ctx) -> dict:
             ctx.emit("job.image", {"image_id": i, "idx": r.idx, "seed": r.seed})
         done["n"] += len(results)
         ctx.progress(done["n"] / len(idxs), force=True)
+        ctx.yield_point()  # a prefetched page gives way to the page someone is looking at
+
+    def stop() -> bool:  # checked between denoising steps
+        return ctx.canceled() or ctx.should_yield()
 
     if missing:
-        results = stream.results(missing, cancel=ctx.canceled)
-        # A small first batch: the first images show while the rest render.
-        stream.render(results, callback=callback, cancel=ctx.canceled, on_batch=on_batch, first_batch=FIRST_BATCH)
+        try:
+            results = stream.results(missing, cancel=stop)
+            # A small first batch: the first images show while the rest render.
+            stream.render(results, callback=callback, cancel=stop, on_batch=on_batch, first_batch=FIRST_BATCH)
+        except Cancelled:
+            if not ctx.canceled():
+                # A page someone is looking at waits: give way within a step; the batches
+                # stored so far are kept and the rest renders when this job runs again.
+                raise Preempted from None
+            raise
     stored = ctx.store.stream_results(stream.id, ctx.owner, idxs.start, idxs.stop)
     return {"stream_id": stream.id, "page": request["page"], "image_ids": [stored[i]["id"] for i in idxs]}
 

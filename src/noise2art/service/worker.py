@@ -34,7 +34,7 @@ import torch
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.model import to_pil
 from noise2art.engine.settings import SampleSettings
-from noise2art.errors import Cancelled
+from noise2art.errors import Cancelled, Preempted
 from noise2art.pngmeta import GenerationParams, png_bytes
 from noise2art.service.search import image_feature_rows
 from noise2art.store import Store
@@ -86,6 +86,16 @@ class JobContext:
 
     def emit(self, type_: str, data: dict) -> None:
         self.worker.emit(type_, {"job_id": self.job["id"], **data}, self.job)
+
+    def should_yield(self) -> bool:
+        """Whether a job of higher priority waits (cheap: one indexed query)."""
+        return self.store.higher_priority_queued(self.job["priority"])
+
+    def yield_point(self) -> None:
+        """Give way (raise `Preempted`) if a job of higher priority is queued. A runner calls it
+        only where everything done so far is stored, so that the rerun skips it."""
+        if self.should_yield():
+            raise Preempted
 
     def progress(self, fraction: float, force: bool = False, **data) -> None:
         self.worker.drain_calls()  # short calls wait at most one step of a long job
@@ -378,6 +388,10 @@ class Worker:
         try:
             result = runner(ctx)
         except Cancelled:
+            return
+        except Preempted:
+            if self.store.requeue_job(job["id"]):
+                self.emit("job.requeued", {"job_id": job["id"], "reason": "a job of higher priority"}, job)
             return
         except Exception as exc:
             self._fail(job, exc)

@@ -327,6 +327,24 @@ class Store:
                              (time.time(), row_id))
         return cur.rowcount == 1
 
+    def requeue_job(self, row_id: str) -> bool:
+        """running -> queued (it gave way to a job of higher priority); False if not running."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET status = 'queued', started = NULL WHERE id = ? AND status = 'running'",
+                             (row_id,))
+        return cur.rowcount == 1
+
+    def raise_priority(self, row_id: str, priority: int) -> None:
+        """A queued or running job asked for again more urgently takes the higher priority."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET priority = ? WHERE id = ? AND priority < ? AND status IN ('queued', 'running')",
+                       (priority, row_id, priority))
+
+    def higher_priority_queued(self, priority: int) -> bool:
+        """Whether a queued job outranks `priority`."""
+        return self.db.execute("SELECT 1 FROM jobs WHERE status = 'queued' AND priority > ? LIMIT 1",
+                               (priority,)).fetchone() is not None
+
     def set_progress(self, row_id: str, progress: float) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'", (progress, row_id))

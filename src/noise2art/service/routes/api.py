@@ -51,6 +51,8 @@ def submit(request: Request, owner: str, kind: str, body: dict, priority: str = 
     with _SUBMIT_LOCK:  # check and insert as one step: concurrent requests cannot both pass the checks
         duplicate = store.find_duplicate(request_key, owner)
         if duplicate is not None:
+            # Asked for again more urgently (a prefetched page now looked at): it goes first.
+            store.raise_priority(duplicate["id"], S.PRIORITIES[priority])
             return _created(duplicate, deduplicated=True)
         if store.count_pending() >= config.max_pending or store.count_pending(owner) >= config.max_pending_per_user:
             raise HTTPException(429, "the job queue is full; try again shortly",
