@@ -236,3 +236,12 @@ def test_unknown_setting_keyword_is_refused(tiny_model):
 
     with pytest.raises(TypeError, match="stepz"):
         tiny_model.sample("a cat", [0], stepz=3)
+
+
+def test_steps_must_stay_below_the_training_timesteps(tiny_model):
+    # The tiny folder's PNDM schedule indexes past its 1000 noise levels at 1000 steps.
+    train = tiny_model.scheduler_config["num_train_timesteps"]
+    assert tiny_model.resolve(steps=train - 1).steps == train - 1
+    with pytest.raises(InvalidArgument) as err:
+        tiny_model.resolve(steps=train)
+    assert err.value.name == "steps" and str(train) in str(err.value)

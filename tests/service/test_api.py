@@ -673,3 +673,9 @@ def test_invariant_job(client):
     assert client.get(f"/api/v1/embeddings/{result['embedding_id']}").json()["source"] == "invariant"
     assert len(result["image_ids"]["before"]) == 2 and len(result["image_ids"]["after"]) == 2
     assert len(result["image_ids"]["target"]) == 1
+
+
+def test_steps_past_the_schedule_are_refused_before_queueing(client):
+    r = client.post("/api/v1/generate", json={"prompt": "a red ball", "steps": 1000})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "steps"
+    assert client.get("/api/v1/jobs").json()["jobs"] == []

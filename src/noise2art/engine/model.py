@@ -200,6 +200,11 @@ class Model:
         asked = (overrides or SamplingOverrides()).merged(SamplingOverrides(**fields)).check()
         given = self.defaults.merged(asked)
         steps = V.check_steps(30 if given.steps is None else given.steps)
+        train_steps = int(self.scheduler_config.get("num_train_timesteps", 1000))
+        if steps >= train_steps:
+            # The schedule has `train_steps` noise levels; some schedulers (PNDM) index one past
+            # the last when asked for all of them.
+            raise InvalidArgument("steps", f"must be below the model's {train_steps} training timesteps, got {steps}")
         guidance = V.check_guidance(7.5 if given.guidance is None else given.guidance)
         height, width = self.resolve_size(asked.height, asked.width)
         precision = check_precision("model" if given.precision is None else given.precision)
