@@ -13,15 +13,26 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import latencies, pct, start_server  # noqa: E402
+
+
+def _bench_service():
+    """The server helpers of `bench_service.py` beside this file (benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_service", Path(__file__).with_name("bench_service.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_service = _bench_service()
+latencies, pct, start_server = _service.latencies, _service.pct, _service.start_server
 
 
 def new_page(client: httpx.Client, query: str) -> tuple[float, float, str]:
