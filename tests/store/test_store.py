@@ -456,3 +456,14 @@ def test_library_query_words_escape_like_wildcards(store):
     assert found("\\") == {ids["back\\slash"]}
     assert found("nothing") == set()
     assert len(found("")) == len(prompts)
+
+
+def test_recovery_at_start_up_does_not_hash_every_file(tmp_path, monkeypatch):
+    # Start-up must stay fast on a big store: only `store check` reads and hashes the files.
+    store = Store(tmp_path / "data")
+    store.add_embedding(b"embedding bytes", model_id="m", prompt="p", negative="", source="prompt", owner="")
+    monkeypatch.setattr(store.blobs, "verify", lambda *a: (_ for _ in ()).throw(AssertionError("hashed")))
+    assert store.recover()["removed_orphans"] == 0
+    with pytest.raises(AssertionError, match="hashed"):
+        store.check()
+    store.close()
