@@ -68,7 +68,8 @@ def test_a_like_survives_a_reload(page, server):
     with page.expect_response(lambda r: r.url.endswith(f"/images/{card_id}/like") and r.request.method == "PUT"):
         like.focus()
         page.keyboard.press("Enter")
-    assert like.get_attribute("aria-pressed") == "true"
+    # The button shows the answer once the script has it (after the response, not with it).
+    page.locator("#results .card[data-id]").first.locator('[data-action="like"][aria-pressed="true"]').wait_for()
     page.reload()
     card = page.locator(f'#results .card[data-id="{card_id}"]')
     card.locator('[data-action="like"][aria-pressed="true"]').wait_for()

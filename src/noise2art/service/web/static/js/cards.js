@@ -53,7 +53,9 @@ export function fillCard(card, image, alt) {
       card.dataset.prompt = d.prompt;
       caption.textContent = `seed ${d.seed} · ${d.prompt}`;
       caption.title = d.prompt;
-      card.querySelector('[data-action="like"]').setAttribute("aria-pressed", d.liked ? "true" : "false");
+      const like = card.querySelector('[data-action="like"]');
+      // A like toggled while the record loaded is newer than the record: keep it.
+      if (!like.dataset.toggled) like.setAttribute("aria-pressed", d.liked ? "true" : "false");
     }).catch(() => {});
   }
   return card;
@@ -170,6 +172,7 @@ async function act(card, button) {
   const action = button.dataset.action;
   if (action === "like") {
     const on = button.getAttribute("aria-pressed") !== "true";
+    button.dataset.toggled = "1";
     const { data } = await api(`/api/v1/images/${id}/like`, { method: on ? "PUT" : "DELETE" });
     button.setAttribute("aria-pressed", data.liked ? "true" : "false");
     details.delete(id);
