@@ -36,14 +36,11 @@ class Sampling(Strict):
     precision: Literal["auto", "model", "bf16"] | None = None
 
 
-class GenerateRequest(Sampling):
-    """`POST /api/v1/generate`: a prompt or a stored embedding, on one or more seeds."""
+class Source(Strict):
+    """A prompt, or a stored embedding (exactly one)."""
 
     prompt: Prompt | None = None
     embedding_id: Id | None = None
-    negative: Prompt = ""
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=256)
-    priority: Priority = "interactive"
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -52,6 +49,14 @@ class GenerateRequest(Sampling):
         if self.prompt is not None and not self.prompt.strip():
             raise ValueError("prompt must not be empty")
         return self
+
+
+class GenerateRequest(Sampling, Source):
+    """`POST /api/v1/generate`: a prompt or a stored embedding, on one or more seeds."""
+
+    negative: Prompt = ""
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=256)
+    priority: Priority = "interactive"
 
 
 class JobCreated(BaseModel):
@@ -157,21 +162,6 @@ class Error(BaseModel):
     detail: str | list | dict
 
 
-class Source(Strict):
-    """A prompt, or a stored embedding."""
-
-    prompt: Prompt | None = None
-    embedding_id: Id | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.prompt is None) == (self.embedding_id is None):
-            raise ValueError("give exactly one of prompt and embedding_id")
-        if self.prompt is not None and not self.prompt.strip():
-            raise ValueError("prompt must not be empty")
-        return self
-
-
 class InterpolateRequest(Sampling):
     """`POST /api/v1/interpolate`: frames along a path through keyframes (prompts or embeddings)."""
 
@@ -187,11 +177,9 @@ class InterpolateRequest(Sampling):
     priority: Priority = "interactive"
 
 
-class OptimizeRequest(Sampling):
+class OptimizeRequest(Sampling, Source):
     """`POST /api/v1/optimize`: gradient ascent on a prompt embedding against a metric."""
 
-    prompt: Prompt | None = None
-    embedding_id: Id | None = None
     negative: Prompt = ""
     metric: str = Field("aesthetic", min_length=1, max_length=200)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=8)
@@ -201,18 +189,10 @@ class OptimizeRequest(Sampling):
     reference: bool = False
     priority: Priority = "interactive"
 
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.prompt is None) == (self.embedding_id is None):
-            raise ValueError("give exactly one of prompt and embedding_id")
-        return self
 
-
-class InvariantRequest(Sampling):
+class InvariantRequest(Sampling, Source):
     """`POST /api/v1/invariant`: an embedding whose every seed gives the target seed's picture."""
 
-    prompt: Prompt | None = None
-    embedding_id: Id | None = None
     negative: Prompt = ""
     target_seed: Seed = 510675
     iterations: int = Field(120, ge=1, le=1000)
@@ -220,12 +200,6 @@ class InvariantRequest(Sampling):
     eval_seeds: list[Seed] = Field(default_factory=lambda: [683395, 297009, 23916, 417016], max_length=32)
     reference: bool = False
     priority: Priority = "interactive"
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        if (self.prompt is None) == (self.embedding_id is None):
-            raise ValueError("give exactly one of prompt and embedding_id")
-        return self
 
 
 class LoginRequest(Strict):
