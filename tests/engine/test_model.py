@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,40 @@ def test_stop_after_returns_intermediate_latents(tiny_model):
     tiny_model.sample("a cat", seeds=[0], steps=6, scheduler="ddim", callback=lambda i, n, lat: seen.append(lat))
     k2 = tiny_model.sample("a cat", seeds=[0], steps=6, scheduler="ddim", stop_after=2)
     torch.testing.assert_close(k2, seen[1])
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "ddpm", "euler", "lms"])
+def test_clean_prediction_matches_the_schedulers_own_estimate(tiny_model, scheduler):
+    # These schedulers report the clean latents they step toward; ours must agree with each.
+    from noise2art.engine.sampling import clean_prediction
+    from noise2art.engine.schedulers import make_scheduler
+
+    sched = make_scheduler(scheduler, tiny_model.scheduler_config)
+    sched.set_timesteps(4)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * sched.init_noise_sigma
+    for i in (0, 2):
+        t = sched.timesteps[i]
+        out = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(i + 1))
+        if hasattr(sched, "_step_index"):
+            sched._step_index = i  # the sigma schedulers step by index
+        extra = {"generator": torch.Generator().manual_seed(0)} if "generator" in inspect.signature(sched.step).parameters else {}
+        expected = sched.step(out, t, x, **extra).pred_original_sample
+        torch.testing.assert_close(clean_prediction(sched, x, out, t, i), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_predict_clean_returns_the_last_steps_estimate(tiny_model):
+    emb = tiny_model.encode(["a red ball"])
+    with torch.no_grad():
+        final = tiny_model.sample(emb, [1], steps=3)
+        last = tiny_model.sample(emb, [1], steps=3, stop_after=3, predict_clean=True)
+        early = tiny_model.sample(emb, [1], steps=3, stop_after=1, predict_clean=True)
+        after_one = tiny_model.sample(emb, [1], steps=3, stop_after=1)
+    assert early.shape == final.shape and not torch.allclose(early, after_one)
+    # The last step's estimate is the clean latents the sampler ends at (up to its final alpha).
+    cos = torch.nn.functional.cosine_similarity(last.flatten(), final.flatten(), dim=0)
+    assert cos > 0.99
+    with pytest.raises(InvalidArgument, match="predict_clean"):
+        tiny_model.sample(emb, [1], steps=3, stop_after=0, predict_clean=True)
 
 
 @pytest.mark.parametrize("grad_steps", ["last", 2, "last-3", "all"])

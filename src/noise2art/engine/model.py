@@ -228,6 +228,7 @@ class Model:
         settings: SamplingOverrides | SampleSettings | None = None,
         grad_steps: GradSteps = "none",
         stop_after: int | None = None,
+        predict_clean: bool = False,
         pairing: str = "product",
         callback: StepCallback | None = None,
         cancel: CancelCheck | None = None,
@@ -253,6 +254,8 @@ class Model:
                 always runs the model's own UNet.
             grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
             stop_after: return latents after this many steps.
+            predict_clean: return the clean latents the last step taken predicts instead
+                (`sampling.clean_prediction`).
             callback: `callback(step, total, latents)` after each step, counted over the
                 whole call (all memory-sized chunks): `step` runs from 1 to `total`.
             cancel: a function checked between steps; True raises `noise2art.Cancelled`.
@@ -319,7 +322,7 @@ class Model:
                 denoise(
                     unet, make_scheduler(run.scheduler, self.scheduler_config), cond, uncond, init,
                     steps=run.steps, guidance=run.guidance, generators=gens, grad_steps=grad_steps,
-                    stop_after=stop_after, eta=run.eta, callback=_over_chunks(callback, c, n_chunks), cancel=cancel,
+                    stop_after=stop_after, predict_clean=predict_clean, eta=run.eta, callback=_over_chunks(callback, c, n_chunks), cancel=cancel,
                 )
             )
         out = torch.cat(outputs)

@@ -79,6 +79,47 @@ def _step_kwargs(scheduler, generators: list[torch.Generator] | None, eta: float
     return kwargs
 
 
+def clean_prediction(scheduler, latents: torch.Tensor, model_output: torch.Tensor, t: torch.Tensor,
+                     step_index: int) -> torch.Tensor:
+    """The clean latents `x0` that one denoiser output implies at timestep `t`.
+
+    Works for every scheduler of `schedulers.SCHEDULERS`: sigma schedulers (LMS, Euler,
+    Heun; `init_noise_sigma > 1`) hold `x = x0 + sigma eps`; the others hold
+    `x = sqrt(abar) x0 + sqrt(1 - abar) eps`. Both give `abar = 1 / (1 + sigma^2)` and
+    `x_vp = scale_model_input(x)`, so one formula per prediction type covers them.
+
+    Args:
+        latents: `[N, C, h, w]` the latents the UNet was called on (before scaling).
+        model_output: `[N, C, h, w]` the (guided) UNet output for them.
+        t: the timestep; `step_index`: its index in `scheduler.timesteps`.
+
+    Returns:
+        `[N, C, h, w]` estimated clean latents, in the latents' dtype.
+    """
+    if getattr(scheduler, "init_noise_sigma", 1.0) > 1.0:
+        sigma = scheduler.sigmas[step_index].to(latents.device, torch.float32)
+        abar = 1.0 / (1.0 + sigma**2)
+        x_vp = latents.float() * abar.sqrt()
+    else:
+        abar = scheduler.alphas_cumprod[int(t)].to(latents.device, torch.float32)
+        x_vp = latents.float()
+    out = model_output.float()
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        x0 = (x_vp - (1 - abar).sqrt() * out) / abar.sqrt()
+    elif kind == "v_prediction":
+        x0 = abar.sqrt() * x_vp - (1 - abar).sqrt() * out
+    elif kind == "sample":
+        x0 = out
+    else:
+        raise InvalidArgument("prediction_type", f"cannot form a clean prediction for {kind!r}")
+    if getattr(scheduler.config, "clip_sample", False):
+        # As DDIM and DDPM clip their own estimate when the model's config asks for it.
+        bound = float(getattr(scheduler.config, "clip_sample_range", 1.0))
+        x0 = x0.clamp(-bound, bound)
+    return x0.to(latents.dtype)
+
+
 def denoise(
     unet,
     scheduler,
@@ -91,6 +132,7 @@ def denoise(
     generators: list[torch.Generator] | None = None,
     grad_steps: GradSteps = "none",
     stop_after: int | None = None,
+    predict_clean: bool = False,
     eta: float = 0.0,
     callback: StepCallback | None = None,
     cancel: CancelCheck | None = None,
@@ -112,12 +154,18 @@ def denoise(
             (see `plan_gradients`). Steps before those run under `torch.no_grad`.
         stop_after: return the latents after this many steps (the seed-invariance method
             compares latents at an intermediate step k).
+        predict_clean: return the clean latents the last step taken predicts (the
+            denoiser's estimate of the final latents, `clean_prediction`) instead of the
+            latents after it.
         callback: called after each step as `callback(step, total, latents)` (latents detached).
         cancel: checked before each step; returning True raises `Cancelled`.
 
     Returns:
-        `[N, C, h, w]` latents after the last (or `stop_after`-th) step.
+        `[N, C, h, w]` latents after the last (or `stop_after`-th) step, or with
+        `predict_clean` the clean latents that step predicts.
     """
+    if predict_clean and stop_after == 0:
+        raise InvalidArgument("stop_after", "predict_clean needs at least one step (stop_after >= 1)")
     # 1. Timesteps, and the initial noise scaled to the scheduler's first sigma.
     scheduler.set_timesteps(steps, device=latents.device)
     timesteps = scheduler.timesteps
@@ -163,6 +211,9 @@ def denoise(
             if use_cfg:
                 pred_uncond, pred_cond = noise_pred.chunk(2)
                 noise_pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+            if predict_clean and i == total - 1:
+                # The last step asked for: its estimate of the clean latents, not the next x.
+                return clean_prediction(scheduler, latents, noise_pred, t, i)
             # 8. Scheduler update x_t -> x_{t-1}.
             latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
         # 9. Progress.
