@@ -1,9 +1,14 @@
 """Benchmark of metric-based embedding optimisation (docs/optimize.md) on the embedded model.
 
 For each prompt of a set of world prompts (landscapes and still lifes in several
-styles) it optimises sharpness, blurriness and the aesthetic score, once in our
-default mode and once in the reference's mode (`OptimizeConfig.reference()`), then
-reports, as a Markdown table:
+styles) it optimises sharpness, blurriness and the aesthetic score in our default mode
+(which keeps the prompt's named attributes: an adherence loss and floor), in the
+unconstrained mode (`OptimizeConfig.unconstrained()`: the metric alone) and in the
+reference's mode (`OptimizeConfig.reference()`), then reports, as a Markdown table:
+
+- what each mode kept: mean prompt adherence (the attribute classifiers) of the initial
+  and the best image, the world-CLIP distance of the best image to the initial one, and
+  for sharpness / blurriness runs how many prompts' aesthetic score rose too;
 
 - median % change of sharpness and of the blurriness value (best vs initial, the
   optimised seed);
@@ -23,6 +28,8 @@ reports, as a Markdown table:
 - quartiles of the score at the first, middle and last iteration over the prompt set,
   drawn as box plots (PNG, `--out`).
 
+`--tradeoff` adds a table and a scatter plot (`--out`/tradeoff_sharpness.png) of the
+sharpness gain against what the picture kept, for several adherence and picture weights.
 `--sweep` adds a table of variants (steps, scheduler, grad_steps, renormalisation)
 measured on sharpness: the measurements the default mode was chosen from.
 
@@ -80,6 +87,7 @@ TARGETS = {
     "generalisation": "mean ≥ 50%",
     "time": "≤ 0.5",
     "memory": "≤ 2x",
+    "adherence": "default: ≥ 0.9x",
 }
 
 # Variants measured by --sweep: (label, OptimizeConfig overrides).
@@ -96,6 +104,17 @@ SWEEP = [
 ]
 
 
+# Settings measured by --tradeoff on sharpness: (label, OptimizeConfig overrides of the default mode).
+TRADEOFF = [
+    ("unconstrained", dict(adherence_weight=0.0, picture_weight=0.0, adherence_floor=None)),
+    ("default (adherence 1, floor 0.9)", dict()),
+    ("adherence 4", dict(adherence_weight=4.0)),
+    ("picture 1", dict(picture_weight=1.0)),
+    ("picture 4", dict(picture_weight=4.0)),
+    ("picture 16", dict(picture_weight=16.0)),
+]
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="model to load (default: the embedded model)")
@@ -105,7 +124,11 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=int, default=50, help="iterations for sharpness and blurriness")
     p.add_argument("--aesthetic-iterations", type=int, default=100, help="iterations for the aesthetic score")
     p.add_argument("--metrics", default="sharpness,blurriness,aesthetic", help="comma list")
-    p.add_argument("--modes", default="default,reference", help="comma list of default, reference")
+    p.add_argument("--modes", default="default,unconstrained,reference",
+                   help="comma list of default (keeps adherence), unconstrained (the metric alone), reference")
+    p.add_argument("--tradeoff", action="store_true",
+                   help="also sweep the adherence and picture weights on sharpness and plot gain vs what was kept")
+    p.add_argument("--tradeoff-prompts", type=int, default=4)
     p.add_argument("--reference-prompts", type=int, default=None,
                    help="run the reference mode on the first N prompts only (default: all; it is 3x slower)")
     p.add_argument("--seed", type=int, default=0, help="the optimised seed")
@@ -119,7 +142,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.prompts, args.iterations, args.aesthetic_iterations = 2, 6, 6
-        args.eval_seeds, args.memory_iterations, args.sweep_prompts = 2, 2, 1
+        args.eval_seeds, args.memory_iterations, args.sweep_prompts, args.tradeoff_prompts = 2, 2, 1, 1
     for name in ("prompts", "iterations", "aesthetic_iterations", "eval_seeds", "sweep_prompts"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -140,21 +163,30 @@ def config_for(mode: str, metric: str, iterations: int, seed: int, **overrides):
 
     if mode == "reference":
         return OptimizeConfig.reference(metric, seeds=[seed], iterations=iterations, **overrides)
+    if mode == "unconstrained":
+        return OptimizeConfig.unconstrained(metric, seeds=[seed], iterations=iterations, **overrides)
     return OptimizeConfig(metric=metric, seeds=[seed], iterations=iterations, **overrides)
 
 
 def run_one(model, prompt: str, config, eval_seeds: list[int]) -> dict:
     """Optimise one prompt; evaluate the initial and best embeddings on unseen seeds."""
     from noise2art.methods.optimize import evaluate_on_seeds, optimize
+    from noise2art.metrics import get_metric
 
     result = optimize(model, prompt, config)
     kwargs = dict(sampling=config.sampling)
     ev_init, _, _ = evaluate_on_seeds(model, result.initial_embedding, config.metric, eval_seeds, **kwargs)
     ev_best, _, _ = evaluate_on_seeds(model, result.embedding, config.metric, eval_seeds, **kwargs)
+    # The aesthetic score of the kept images too: a sharpness gain that ruins the picture shows here.
+    aesthetic = get_metric("aesthetic", context=model)
+    aes = [float(aesthetic(images.to(model.device)).mean()) for images in (result.initial_images, result.best_images)]
+    start, kept = result.initial_picture, result.best_picture
     return dict(
         prompt=prompt, scores=result.scores, seconds=result.seconds, initial=result.initial_score,
         best=result.best_score, best_so_far=result.best_so_far(), higher=result.higher_is_better,
         stop=result.stop_reason, eval_initial=ev_init, eval_best=ev_best,
+        adherence_initial=start.adherence if start else None, adherence_best=kept.adherence if kept else None,
+        distance_best=kept.distance if kept else math.nan, aesthetic_initial=aes[0], aesthetic_best=aes[1],
     )
 
 
@@ -316,46 +348,65 @@ def main(argv=None) -> int:
                 print(f"[{metric}/{mode} {k + 1}/{len(mode_prompts)}] {run['initial']:.4g} -> {run['best']:.4g} "
                       f"({time.perf_counter() - tick:.1f} s) {prompt}", file=sys.stderr, flush=True)
 
-    rows: list[tuple[str, str, str, str]] = []  # (measurement, default, reference, target)
+    rows: list[tuple[str, ...]] = []  # (measurement, one column per mode, target)
+    columns = [m for m in ("default", "unconstrained", "reference") if m in modes]
 
-    def both(fn) -> tuple[str, str]:
-        return tuple(fn(runs[(metric, mode)]) if (metric, mode) in runs else "–" for mode in ("default", "reference"))
+    def each(fn) -> tuple[str, ...]:
+        return tuple(fn(runs[(metric, mode)]) if (metric, mode) in runs else "–" for mode in columns)
+
+    def adherence_text(rs) -> str:
+        pairs = [(x["adherence_initial"], x["adherence_best"]) for x in rs if x["adherence_initial"] is not None]
+        if not pairs:
+            return "n/a"
+        a0, a1 = statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs)
+        return f"{a0:.3f} -> {a1:.3f} ({a1 / a0:.2f}x)" if a0 else f"{a0:.3f} -> {a1:.3f}"
 
     for metric in metrics:
         if metric in ("sharpness", "blurriness"):
-            d, r = both(lambda rs: fmt(median([percent_change(x) for x in rs]), "+.1f", "%"))
-            rows.append((f"median % change of {metric} (optimised seed)", d, r, TARGETS[metric]))
-            d, r = both(lambda rs: fmt(median([(x["eval_best"] - x["eval_initial"]) / abs(x["eval_initial"]) * 100
-                                               for x in rs]), "+.1f", "%"))
-            rows.append((f"median % change of {metric} (mean over the unseen seeds)", d, r, ""))
+            rows.append((f"median % change of {metric} (optimised seed)",
+                         *each(lambda rs: fmt(median([percent_change(x) for x in rs]), "+.1f", "%")), TARGETS[metric]))
+            rows.append((f"median % change of {metric} (mean over the unseen seeds)",
+                         *each(lambda rs: fmt(median([(x["eval_best"] - x["eval_initial"]) / abs(x["eval_initial"]) * 100
+                                                      for x in rs]), "+.1f", "%")), ""))
         elif metric == "aesthetic":
-            d, r = both(lambda rs: f"{sum(x['best'] > x['initial'] for x in rs)}/{len(rs)}")
-            rows.append(("prompts whose aesthetic score rose (optimised seed)", d, r, TARGETS["aesthetic"]))
-            d, r = both(lambda rs: f"{sum(x['eval_best'] > x['eval_initial'] for x in rs)}/{len(rs)}")
-            rows.append(("prompts whose aesthetic score rose (mean over the unseen seeds)", d, r, ""))
-            d, r = both(lambda rs: fmt(median([x["best"] - x["initial"] for x in rs]), "+.3g"))
-            rows.append(("median aesthetic gain (optimised seed)", d, r, ""))
-        d, r = both(lambda rs: f"{fmt(mean([generalisation(x) for x in rs]) * 100, '.0f', '%')} "
-                               f"(median {fmt(median([generalisation(x) for x in rs]) * 100, '.0f', '%')})")
-        rows.append((f"{metric}: gain on unseen seeds / gain on optimised seed, mean (median)", d, r,
+            rows.append(("prompts whose aesthetic score rose (optimised seed)",
+                         *each(lambda rs: f"{sum(x['best'] > x['initial'] for x in rs)}/{len(rs)}"), TARGETS["aesthetic"]))
+            rows.append(("prompts whose aesthetic score rose (mean over the unseen seeds)",
+                         *each(lambda rs: f"{sum(x['eval_best'] > x['eval_initial'] for x in rs)}/{len(rs)}"), ""))
+            rows.append(("median aesthetic gain (optimised seed)",
+                         *each(lambda rs: fmt(median([x["best"] - x["initial"] for x in rs]), "+.3g")), ""))
+        rows.append((f"{metric}: mean prompt adherence, initial -> best (ratio)", *each(adherence_text),
+                     TARGETS["adherence"] if metric != "blurriness" else ""))
+        rows.append((f"{metric}: mean world-CLIP distance of the best image to the initial one",
+                     *each(lambda rs: fmt(mean([x["distance_best"] for x in rs]), ".3f")), ""))
+        if metric != "aesthetic":
+            rows.append((f"{metric}: prompts whose aesthetic score rose too",
+                         *each(lambda rs: f"{sum(x['aesthetic_best'] > x['aesthetic_initial'] for x in rs)}/{len(rs)}"),
+                         TARGETS["aesthetic"] if metric == "sharpness" else ""))
+        rows.append((f"{metric}: gain on unseen seeds / gain on optimised seed, mean (median)",
+                     *each(lambda rs: f"{fmt(mean([generalisation(x) for x in rs]) * 100, '.0f', '%')} "
+                                      f"(median {fmt(median([generalisation(x) for x in rs]) * 100, '.0f', '%')})"),
                      TARGETS["generalisation"]))
-        d, r = both(lambda rs: fmt(median([statistics.fmean(x["seconds"]) for x in rs]), ".3f", " s"))
-        rows.append((f"{metric}: seconds per iteration (median)", d, r, ""))
+        rows.append((f"{metric}: seconds per iteration (median)",
+                     *each(lambda rs: fmt(median([statistics.fmean(x["seconds"]) for x in rs]), ".3f", " s")), ""))
         if ("default" in modes) and ("reference" in modes):
             ratios = [time_to_match(o, ref, relative=metric != "aesthetic")
                       for o, ref in zip(runs[(metric, "default")], runs[(metric, "reference")])]
             reached = sum(math.isfinite(v) for v in ratios)
+            cells = [f"{fmt(median(ratios), '.2f')} ({reached}/{len(ratios)})" if m == "default" else
+                     "1" if m == "reference" else "" for m in columns]
             rows.append((f"{metric}: time to reach the reference's final gain / reference time (median; reached)",
-                         f"{fmt(median(ratios), '.2f')} ({reached}/{len(ratios)})", "1", TARGETS["time"]))
+                         *cells, TARGETS["time"]))
 
     if args.memory_iterations > 0:
         last = measure_memory(args, dict(grad_steps="last"))
         all_ = measure_memory(args, dict(grad_steps="all"))
         ratio = all_["peak_mb"] / last["peak_mb"] if last["peak_mb"] > 0 else math.nan
+        blank = ("",) * (len(columns) - 1)
         rows.append((f"peak memory above steady state, grad_steps=last ({last['method']})",
-                     f"{last['peak_mb']:.0f} MB", "", ""))
-        rows.append(("peak memory, grad_steps=all with checkpointing", f"{all_['peak_mb']:.0f} MB", "", ""))
-        rows.append(("memory ratio all (checkpointed) / last", fmt(ratio, ".2f", "x"), "", TARGETS["memory"]))
+                     f"{last['peak_mb']:.0f} MB", *blank, ""))
+        rows.append(("peak memory, grad_steps=all with checkpointing", f"{all_['peak_mb']:.0f} MB", *blank, ""))
+        rows.append(("memory ratio all (checkpointed) / last", fmt(ratio, ".2f", "x"), *blank, TARGETS["memory"]))
 
     # Box plots of the score at the first, middle and last iteration over the prompt set.
     quartile_rows = []
@@ -381,6 +432,26 @@ def main(argv=None) -> int:
             sweep_rows.append((label, median(changes), statistics.fmean(times)))
             print(f"[sweep] {label}: {median(changes):+.1f}% {statistics.fmean(times):.3f} s/it", file=sys.stderr)
 
+    tradeoff_rows = []
+    if args.tradeoff:
+        from noise2art.plot import scatter_plot
+
+        points = {}
+        for label, overrides in TRADEOFF:
+            rs = [run_one(model, prompt, config_for("default", "sharpness", args.iterations, args.seed, **overrides),
+                          eval_seeds[:1]) for prompt in prompts[: args.tradeoff_prompts]]
+            gain = median([percent_change(x) for x in rs])
+            ratio = mean([x["adherence_best"] / x["adherence_initial"] for x in rs if x["adherence_initial"]])
+            distance = mean([x["distance_best"] for x in rs])
+            tradeoff_rows.append((label, gain, ratio, distance, sum(x["aesthetic_best"] > x["aesthetic_initial"]
+                                                                     for x in rs), len(rs)))
+            points[label] = (distance, gain)
+            print(f"[tradeoff] {label}: {gain:+.1f}%, adherence {ratio:.2f}x, distance {distance:.3f}",
+                  file=sys.stderr)
+        scatter_plot(points, out / "tradeoff_sharpness.png", title="sharpness gain vs picture change",
+                     xlabel="world-CLIP distance of the best image to the initial one",
+                     ylabel="median sharpness change (%)")
+
     # -- print the report --
     print(f"## bench_optimize — {datetime.date.today().isoformat()}\n")
     print(f"- machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
@@ -391,8 +462,8 @@ def main(argv=None) -> int:
           f"unseen seeds {eval_seeds[0]}..{eval_seeds[-1]}")
     print(f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`")
     print(f"- total wall time: {time.perf_counter() - started:.0f} s\n")
-    print("| measurement | default | reference | target |")
-    print("|---|---|---|---|")
+    print("| measurement | " + " | ".join(columns) + " | target |")
+    print("|---|" + "---|" * len(columns) + "---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     print("\nScore quartiles (q1 / median / q3) over the prompts, by iteration "
@@ -407,6 +478,14 @@ def main(argv=None) -> int:
         print("|---|---|---|")
         for label, change, seconds in sweep_rows:
             print(f"| {label} | {change:+.1f}% | {seconds:.3f} |")
+    if tradeoff_rows:
+        print(f"\nSharpness against what the picture kept ({args.tradeoff_prompts} prompts, {args.iterations} "
+              f"iterations; plot: {out}/tradeoff_sharpness.png):\n")
+        print("| setting | median % change | adherence best / initial | distance to the initial image | "
+              "aesthetic rose |")
+        print("|---|---|---|---|---|")
+        for label, gain, ratio, distance, rose, n in tradeoff_rows:
+            print(f"| {label} | {gain:+.1f}% | {fmt(ratio, '.2f', 'x')} | {fmt(distance, '.3f')} | {rose}/{n} |")
     return 0
 
 

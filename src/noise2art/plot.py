@@ -1,4 +1,4 @@
-"""Small charts drawn with Pillow: a line chart, a box plot and a feedback session's map, written as PNG.
+"""Small charts drawn with Pillow: a line chart, a box plot, a scatter plot and a feedback session's map, as PNG.
 
 Enough for score curves, benchmark summaries and session maps without a plotting
 dependency. Every function writes to a temporary name beside `path` and renames it into
@@ -118,6 +118,36 @@ def box_plot(
         for v in vals:
             if v < low_w or v > high_w:
                 draw.ellipse([cx - 2, y(v) - 2, cx + 2, y(v) + 2], outline="black")
+    return _save(image, path)
+
+
+def scatter_plot(
+    points: Mapping[str, tuple[float, float]],
+    path: str | os.PathLike,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    size: tuple[int, int] = _SIZE,
+) -> Path:
+    """One labelled dot per named `(x, y)` point (a trade-off between two measures); save a PNG.
+
+    Returns:
+        The path written.
+    """
+    clean = {name: xy for name, xy in points.items() if _finite(xy[0]) and _finite(xy[1])}
+    if not clean:
+        raise InvalidArgument("points", "need at least one finite point to plot")
+    image, draw, font, box = _canvas(size, title, xlabel, ylabel)
+    xr = _padded_range(min(x for x, _ in clean.values()), max(x for x, _ in clean.values()))
+    yr = _padded_range(min(y for _, y in clean.values()), max(y for _, y in clean.values()))
+    _axes(draw, font, box, xr, yr)
+    for k, (name, (x, y)) in enumerate(clean.items()):
+        px, py = _to_pixel(box, x, y, xr, yr)
+        draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=PALETTE[k % len(PALETTE)], outline="black")
+        width = draw.textlength(name, font=font)
+        # Labels go right of their dot, or left of it where they would run off the chart.
+        tx = px + 7 if px + 7 + width <= box[2] else px - 7 - width
+        draw.text((tx, py - 7), name, fill="black", font=font)
     return _save(image, path)
 
 

@@ -104,7 +104,7 @@ def test_a_session_file_without_a_newer_setting_resumes_with_its_default(tiny_sd
 def test_auto_target_json(tiny_sd_path, tmp_path, capsys):
     folder = tmp_path / "auto"
     code, out, err = run(capsys, "explore", "a red ball", "--model", str(tiny_sd_path), "--session", str(folder),
-                         "--auto-target", "a blue cube", "--rounds", "2", "--json", *FAST)
+                         "--auto-target", "a blue cube", "--rounds", "2", "--recommender", "random", "--json", *FAST)
     assert code == 0, err
     data = json.loads(out)  # exactly one JSON object on stdout
     assert len(data["distances"]) == 3 and len(data["baseline_distances"]) == 3

@@ -103,7 +103,9 @@ def test_ctrl_c_keeps_the_best_so_far_and_writes_outputs(tiny_sd_path, tmp_path,
 
         def interrupt(module, inputs):
             calls["n"] += 1
-            if calls["n"] == 3:  # the stage-0 target, iteration 0, then Ctrl-C during iteration 1
+            # The target (rendered to the end: 3 calls), iteration 0 (its call and the checkpointed
+            # recompute in the backward pass), then Ctrl-C during iteration 1.
+            if calls["n"] == 6:
                 signal.raise_signal(signal.SIGINT)
 
         model.unet.register_forward_pre_hook(interrupt)

@@ -122,6 +122,9 @@ def test_ctrl_c_keeps_the_best_so_far(tiny_sd_path, tmp_path, capsys):
         (["--metric", "sharpness", "--renorm-every", "often"], "renorm-every"),
         (["--metric", "sharpness", "--eval-seeds", "0"], "eval-seeds"),
         (["--metric", "sharpness", "--seeds", "5..1"], "seeds"),
+        (["--metric", "sharpness", "--adherence-floor", "lots"], "adherence-floor"),
+        (["--metric", "sharpness", "--adherence-floor", "2"], "adherence_floor"),
+        (["--metric", "sharpness", "--adherence-weight", "-1"], "adherence_weight"),
     ],
 )
 def test_bad_input_exits_2_before_loading(args, needle, tmp_path, capsys):
@@ -149,3 +152,27 @@ def test_reference_flag_sets_the_reference_settings(tiny_sd_path, tmp_path, caps
     assert config["mode"] == "reference" and config["steps"] == 2  # explicit flags override the preset
     assert (config["scheduler"], config["grad_steps"], config["renorm_every"]) == ("lms", "last", 1)
     assert config["loss_scale"] == 10.0  # the metric's own
+
+
+def test_what_the_picture_kept_is_reported_beside_the_metric(tiny_sd_path, tmp_path, capsys):
+    code, stdout, _ = run(capsys, "optimize", "a red ball", "--model", str(tiny_sd_path), "--metric", "sharpness",
+                          "--iterations", "2", "--out", str(tmp_path), "--json", *FAST)
+    assert code == 0
+    data = json.loads(stdout)
+    # The tiny model has no attribute classifiers: adherence is null, the distance is measured.
+    assert data["named"] == {} and data["initial_adherence"] is None and data["best_adherence"] is None
+    assert isinstance(data["best_distance"], float) and data["best_distance"] >= 0
+    assert data["config"]["mode"] == "default"
+    assert (data["config"]["adherence_weight"], data["config"]["adherence_floor"]) == (1.0, 0.9)
+    with open(tmp_path / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["adherence"] for r in rows] == ["", ""] and float(rows[0]["distance"]) == 0.0
+
+
+def test_unconstrained_turns_the_adherence_terms_off(tiny_sd_path, tmp_path, capsys):
+    code, stdout, _ = run(capsys, "optimize", "a red ball", "--model", str(tiny_sd_path), "--metric", "sharpness",
+                          "--unconstrained", "--iterations", "1", "--out", str(tmp_path), "--json", *FAST)
+    assert code == 0
+    config = json.loads(stdout)["config"]
+    assert config["mode"] == "unconstrained"
+    assert (config["adherence_weight"], config["picture_weight"], config["adherence_floor"]) == (0.0, 0.0, None)

@@ -28,8 +28,9 @@ from noise2art.methods.invariant import (
 
 PROMPT = "a red ball"
 TARGET = 7
-# Two stages of two iterations: stage 0 compares latents after 1 step, stage 1 after 2.
-FAST = dict(sampling=SamplingOverrides(steps=3), stage_iterations=2, max_stage=1)
+# Two stages of two iterations: stage 0 compares latents after 1 step, stage 1 after 2 (the
+# reference's comparison of noisy latents; the clean-prediction default is tested below).
+FAST = dict(sampling=SamplingOverrides(steps=3), stage_iterations=2, max_stage=1, stage_steps=None, compare="latents")
 FRESH = [101, 102, 103, 104, 105]  # never drawn by the runs below (draws are in [0, 2^32) from seed 0)
 
 
@@ -239,7 +240,7 @@ def test_bad_config_names_the_field(fields, name):
 def test_max_stage_needs_enough_steps(tiny_model):
     with pytest.raises(InvalidArgument, match="max_stage"):
         invariant(tiny_model, PROMPT, InvariantConfig(target_seed=1, sampling=SamplingOverrides(steps=2, scheduler="ddim"),
-                                                      max_stage=2))
+                                                      max_stage=2, stage_steps=None))
 
 
 def test_consistency_of_the_target_seed_itself_is_zero(tiny_model):
@@ -322,3 +323,68 @@ def test_non_finite_gradient_stops_without_an_update(tiny_model, monkeypatch):
     start = invariant(tiny_model, PROMPT, config, cancel=lambda: True)
     torch.testing.assert_close(result.final_embedding.cond, start.final_embedding.cond)
     assert torch.isfinite(result.embedding.cond).all()
+
+
+# --------------------------------------------------------------------------- clean-prediction comparisons
+
+PREDICT = dict(sampling=SamplingOverrides(steps=3), stage_iterations=2, stage_steps=(1, 2), compare="prediction")
+
+
+def test_prediction_stages_compare_clean_estimates_with_the_targets_final_latents(tiny_model):
+    emb = tiny_model.encode([PROMPT])
+    result = invariant(tiny_model, emb, InvariantConfig(target_seed=TARGET, iterations=4, mode="full", lr=0.2,
+                                                        **PREDICT))
+    assert result.stop_reason == COMPLETED
+    assert [(s.stage, s.stop_after) for s in result.stages] == [(0, 1), (1, 2)]
+    with torch.no_grad():
+        final = tiny_model.sample(emb, [TARGET], steps=3)
+    for info in result.stages:  # every stage aims at the picture itself, not at noisy latents
+        torch.testing.assert_close(info.target, final)
+
+    def clean_cos(embedding):
+        with torch.no_grad():
+            x0 = tiny_model.sample(embedding, FRESH, steps=3, stop_after=2, predict_clean=True)
+        return float(torch.nn.functional.cosine_similarity(x0.flatten(1), final.flatten(1)).mean())
+
+    assert clean_cos(result.final_embedding) > clean_cos(emb) + 0.001
+
+
+def test_image_comparison_scores_features_of_the_predicted_picture(tiny_model):
+    from noise2art.metrics.features import image_features
+
+    emb = tiny_model.encode([PROMPT])
+    result = invariant(tiny_model, emb, InvariantConfig(target_seed=TARGET, iterations=2, mode="full", lr=0.2,
+                                                        **{**PREDICT, "compare": "image"}))
+    with torch.no_grad():
+        target = image_features(tiny_model, tiny_model.decode(tiny_model.sample(emb, [TARGET], steps=3)))
+        seeds = result.seeds[0]
+        noise = tiny_model.initial_noise(seeds)
+        from noise2art import space
+
+        start = space.slerp_noise(noise, tiny_model.initial_noise([TARGET]), result.slerp[0])
+        x0 = tiny_model.sample(emb, seeds, latents=start, steps=3, stop_after=1, predict_clean=True)
+        feats = image_features(tiny_model, tiny_model.decode(x0))
+    expected = 10000 * torch.nn.functional.cosine_similarity(feats.double(), target.double())
+    assert result.seed_scores[0] == pytest.approx(expected.tolist(), rel=1e-4)
+
+
+@pytest.mark.parametrize("steps", [(), (2, 1), (0, 1), (1, 1), (1.5,)])
+def test_stage_steps_must_be_increasing_counts(steps):
+    with pytest.raises(InvalidArgument) as info:
+        InvariantConfig(target_seed=1, stage_steps=steps).check()
+    assert info.value.name == "stage_steps"
+
+
+def test_stage_steps_past_the_schedule_compare_at_its_last_step(tiny_model):
+    result = invariant(tiny_model, PROMPT, InvariantConfig(target_seed=1, iterations=3, stage_iterations=1,
+                                                           sampling=SamplingOverrides(steps=2, scheduler="ddim"),
+                                                           stage_steps=(1, 3, 8), compare="prediction"))
+    # 2 DDIM steps make 2 UNet calls: 3 and 8 both become the last, so two stages run.
+    assert [(s.stage, s.stop_after) for s in result.stages] == [(0, 1), (1, 2)]
+    assert result.stage_of == [0, 1, 1]
+
+
+def test_unknown_comparison_is_refused():
+    with pytest.raises(InvalidArgument) as info:
+        InvariantConfig(target_seed=1, compare="pixels").check()
+    assert info.value.name == "compare"

@@ -234,3 +234,85 @@ def test_bad_metric_and_embedding(tiny_model):
         optimize(tiny_model, PROMPT, OptimizeConfig(metric="aesthetic", iterations=1))
     with pytest.raises(InvalidArgument, match="one prompt"):
         optimize(tiny_model, tiny_model.encode(["a", "b"]), OptimizeConfig(iterations=1))
+
+
+# --------------------------------------------------------------------------- keeping the picture
+
+
+class SharpnessColourClassifier(torch.nn.Module):
+    """Calls an image "red" while its sharpness stays below `threshold`, "blue" above it.
+
+    Sharpness rises under the gradient on the tiny model, so the prompt's "red" is lost as
+    the metric gains: what a real classifier sees when a metric ruins the picture.
+    """
+
+    def __init__(self, threshold: float, scale: float = 1e6):
+        super().__init__()
+        self.cfg = type("Cfg", (), {"families": {"color": ["red", "blue"]}})()
+        self.threshold, self.scale = threshold, scale
+
+    def forward(self, images):
+        margin = (self.threshold - sharpness(images.float())) * self.scale  # [B]
+        return {"color": torch.stack([margin, -margin], dim=-1)}
+
+    def predict(self, images):
+        return [{"color": self.cfg.families["color"][int(k)]} for k in self(images)["color"].argmax(-1)]
+
+
+@pytest.fixture
+def colour_classifier(tiny_model, monkeypatch):
+    with torch.no_grad():
+        start = float(sharpness(tiny_model.render(PROMPT, [0], steps=2, scheduler="ddim")))
+
+    def install(margin: float):
+        classifier = SharpnessColourClassifier(start + margin)
+        monkeypatch.setattr(tiny_model.companions, "attributes", classifier)
+        return classifier
+
+    return install
+
+
+def test_each_iteration_reports_adherence_and_distance_to_the_first_image(tiny_model, colour_classifier):
+    colour_classifier(1e-5)  # the first updates' sharpness gain (about 1e-5 each) turns "red" to "blue"
+    result = optimize(tiny_model, PROMPT, OptimizeConfig.unconstrained(iterations=5, **FAST))
+    assert result.named == {"color": "red"}
+    assert result.adherence[0] == 1.0 and result.adherence[-1] == 0.0
+    assert result.distance[0] == 0.0 and result.distance[-1] > 0
+    assert len(result.adherence) == len(result.distance) == result.iterations
+    # Unconstrained, the best is the highest score even though it lost the prompt's colour.
+    assert result.best_iteration == 4 and result.best_picture.adherence == 0.0
+    assert result.initial_picture.adherence == 1.0
+
+
+def test_the_adherence_floor_keeps_the_best_iterate_that_still_shows_the_prompt(tiny_model, colour_classifier):
+    colour_classifier(1e-5)
+    result = optimize(tiny_model, PROMPT, OptimizeConfig(iterations=5, adherence_weight=0.0, adherence_floor=0.9,
+                                                         **FAST))
+    kept = [i for i, a in enumerate(result.adherence) if a == 1.0]
+    assert result.adherence[-1] == 0.0  # the run went on past the floor ...
+    assert result.best_iteration == max(kept, key=lambda i: result.scores[i])  # ... the best did not
+    assert result.best_picture.adherence == 1.0
+    assert result.best_score < max(result.scores)
+
+
+def test_the_adherence_loss_holds_back_a_gain_that_loses_the_prompt(tiny_model, colour_classifier):
+    colour_classifier(0.0)
+    free = optimize(tiny_model, PROMPT, OptimizeConfig(iterations=4, adherence_weight=0.0, adherence_floor=None, **FAST))
+    kept = optimize(tiny_model, PROMPT, OptimizeConfig(iterations=4, adherence_weight=50.0, adherence_floor=None,
+                                                       **FAST))
+    assert kept.scores[-1] - kept.scores[0] < free.scores[-1] - free.scores[0]
+
+
+def test_a_model_without_classifiers_reports_no_adherence(run):
+    _, result = run
+    assert result.named == {} and set(result.adherence) == {None}
+    assert result.best_picture.adherence is None and result.best_picture.distance >= 0
+
+
+@pytest.mark.parametrize("fields, name", [(dict(adherence_weight=-1), "adherence_weight"),
+                                          (dict(picture_weight=math.inf), "picture_weight"),
+                                          (dict(adherence_floor=1.5), "adherence_floor")])
+def test_bad_keep_settings_name_the_field(fields, name):
+    with pytest.raises(InvalidArgument) as info:
+        OptimizeConfig(**fields).check()
+    assert info.value.name == name

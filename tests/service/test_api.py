@@ -633,10 +633,32 @@ def test_interpolate_job(client):
                       headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     with Image.open(io.BytesIO(r.content)) as gif:
         assert gif.n_frames == 3
+    # The speed profile: the image distance between consecutive frames, and max / mean.
+    speed = result["speed"]
+    assert result["constant_speed"] is False and len(speed["distances"]) == 2
+    assert speed["ratio"] == pytest.approx(max(speed["distances"]) / (sum(speed["distances"]) / 2))
+
+
+def test_a_constant_speed_path_is_re_timed_and_reports_both_profiles(client):
+    job = wait_job(client, post_job(client, {"keyframes": [{"prompt": "a red ball"}, {"prompt": "a blue cube"}],
+                                             "frames": 4, "steps": 2, "constant_speed": True, "refine": 4},
+                                    "/api/v1/interpolate"), timeout=60)
+    assert job["status"] == "completed", job
+    result = job["result"]
+    speed = result["speed"]
+    assert result["constant_speed"] is True and len(result["image_ids"]) == 4
+    assert len(speed["distances_before"]) == 3 and len(speed["distances"]) == 3
+    alphas = result["alphas"]
+    assert alphas[0] == 0.0 and alphas[-1] == 1.0 and alphas != [0.0, 1 / 3, 2 / 3, 1.0]  # moved off even spacing
+    # The ratios are those of the profiles returned (an almost even path may not get more even).
+    for key, ratio in (("distances", "ratio"), ("distances_before", "ratio_before")):
+        d = speed[key]
+        assert speed[ratio] == pytest.approx(max(d) / (sum(d) / len(d)))
 
 
 @pytest.mark.parametrize("body, field", [
     ({"keyframes": [{"prompt": "a"}], "frames": 3}, "keyframes"),
+    ({"keyframes": [{"prompt": "a"}, {"prompt": "b"}], "refine": 1000}, "refine"),
     ({"keyframes": [{"prompt": "a"}, {"prompt": "b"}], "range": [0.5, 0.5]}, "range"),
     ({"keyframes": [{"embedding_id": "0123456789abcdef"}, {"prompt": "b"}]}, "keyframes"),
     ({"keyframes": [{"prompt": "a"}, {"prompt": "b"}], "frames": 1}, "frames"),

@@ -113,6 +113,20 @@ def test_the_interpolation_scrubber_changes_the_frame(page, server):
     gif = page.locator("#gif").get_attribute("href")
     r = page.request.get(f"{server.url}{gif}")
     assert r.status == 200 and r.headers["content-type"] == "image/gif"
+    # The speed profile: one point per step between the 4 frames.
+    assert page.locator("#speed").get_attribute("data-points") == "3"
+    assert "Largest step / mean step" in page.locator("#speed-caption").inner_text()
+
+
+def test_a_constant_speed_interpolation_plots_the_profile_before_and_after(page, server):
+    page.goto(f"{server.url}/interpolate?steps=2")
+    page.fill("#frames", "4")
+    page.check("#constant_speed")
+    page.click("#start")
+    page.locator("#viewer").wait_for(state="visible", timeout=45_000)
+    assert page.locator("#speed").get_attribute("data-points") == "3"
+    assert page.locator("#speed polyline.best").count() == 1  # the evenly spaced path's profile
+    assert page.locator("#speed-caption").inner_text().startswith("Re-timed: largest step / mean step")
 
 
 def test_the_optimize_chart_grows_with_each_iteration(page, server):
@@ -123,6 +137,9 @@ def test_the_optimize_chart_grows_with_each_iteration(page, server):
     page.wait_for_function("() => document.querySelectorAll('#chart circle.point').length >= 3", timeout=45_000)
     page.locator("#compare").wait_for(state="visible", timeout=45_000)
     wait_loaded(page, 2, "#compare img")
+    # What the picture kept is shown beside the score (the tiny test model has no classifiers).
+    kept = page.locator("#kept").inner_text()
+    assert "prompt adherence n/a" in kept and "distance to the initial image" in kept
 
 
 def test_a_cross_site_post_is_refused(page, server):

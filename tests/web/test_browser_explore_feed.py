@@ -77,6 +77,14 @@ def test_an_explore_round_choose_and_undo(page, server, tmp_path):
     wait_round(page, first_round)
     assert page.locator("#session-title").text_content() == "a red ball"
 
+    # The current embedding on four new seeds: stored, then rendered by a generate job.
+    page.click("#other-seeds")
+    page.locator('#other-images[data-state="ready"]').wait_for(state="attached", timeout=30_000)
+    wait_loaded(page, 4, "#other-images img")
+    alts = [page.locator("#other-images img").nth(k).get_attribute("alt") for k in range(4)]
+    assert all(a.startswith("a red ball (seed ") for a in alts) and len(set(alts)) == 4
+    assert page.locator("#download").is_visible()  # the embedding it rendered can be downloaded
+
 
 def test_the_feed_loads_items_takes_a_like_and_scrolls_for_more(page, server, tmp_path):
     page.set_viewport_size({"width": 960, "height": 640})

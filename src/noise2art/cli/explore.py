@@ -55,9 +55,9 @@ def register(subparsers) -> None:
     p.add_argument("--step-rule", choices=("exact", "reference"), default=None,
                    help="exact: solve the step for the target similarity (default); reference: t=(1-s)/(1-cos)")
     p.add_argument("--recommender", choices=("random", "bo", "terms"), default=None,
-                   help="random: the reference's candidates (default); bo: a GP-UCB recommender that learns from "
-                        "your choices; terms: candidates that add, swap or drop terms, learning which ones you "
-                        "favour")
+                   help="bo: a GP-UCB recommender that learns from your choices (default: it ends nearest the "
+                        "target in docs/feedback.md); random: the reference's candidates; terms: candidates that "
+                        "add, swap or drop terms, learning which ones you favour")
     p.add_argument("--beta", type=float, default=None, help="bo recommender: exploration weight (default 2)")
     p.add_argument("--session-seed", type=int, default=None, help="seed of the candidates (default: --seed)")
     p.add_argument("--auto-target", default=None, metavar="PROMPT",

@@ -25,21 +25,34 @@ def register(subparsers) -> None:
                    help="the seed whose picture every seed should give (default 510675, the reference's)")
     p.add_argument("--target-image", default=None,
                    help="an image file to reproduce instead of a seed's picture (resized to the model's size)")
-    p.add_argument("--iterations", type=int, default=None, help="optimiser updates (default 120)")
+    p.add_argument("--iterations", type=int, default=None, help="optimiser updates (default 90; reference 120)")
     p.add_argument("--mode", default=None,
-                   help="single-vector (one row repeated over rows 1.., the reference's; default) or full (all rows)")
+                   help="full (every row free; default) or single-vector (one row repeated over rows 1.., the "
+                        "reference's)")
+    p.add_argument("--compare", default=None,
+                   help="prediction: the picture the denoiser predicts at each stage's step vs the target's "
+                        "(default); image: world-CLIP features of that prediction; latents: the noisy latents "
+                        "after the step (the reference's)")
     p.add_argument("--seeds-per-step", type=int, default=None, help="random seeds per iteration, one batch (default 3)")
     p.add_argument("--stage-iterations", type=int, default=None,
-                   help="iterations per curriculum stage (default 40)")
-    p.add_argument("--max-stage", type=int, default=None,
-                   help="last stage: stage s compares latents after s+1 denoising steps (default 2)")
+                   help="iterations per curriculum stage (default 30; reference 40)")
+    stages = p.add_mutually_exclusive_group()
+    stages.add_argument("--stage-steps", default=None,
+                        help="denoising steps before each stage compares, a comma list (default 2,4,8)")
+    stages.add_argument("--max-stage", type=int, default=None,
+                        help="instead of --stage-steps: stages 0..N, stage s comparing after s+1 steps (reference 2)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0,
                    help="seeds the random training seeds (and the noise of an image target); default 0")
     p.add_argument("--eval-seeds", type=int, default=4,
                    help="K fresh seeds evaluated besides the reference's 683395, 297009, 23916, 417016 (default 4)")
-    p.add_argument("--reference", action="store_true",
-                   help="the reference's sampling settings (70 LMS steps, guidance 7.5); explicit flags still override")
+    presets = p.add_mutually_exclusive_group()
+    presets.add_argument("--reference", action="store_true",
+                         help="the published run: the reference's curriculum (noisy latents after 1, 2, 3 steps, 40 "
+                              "iterations each, one vector) and sampling (70 LMS steps, guidance 7.5); explicit "
+                              "flags still override")
+    presets.add_argument("--reference-curriculum", action="store_true",
+                         help="the reference's curriculum on this model's sampling settings")
     p.add_argument("--out", default=None, help="output folder (default: a new folder out/invariant_<prompt>)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (distances, agreements, seconds, paths) on stdout")
@@ -71,7 +84,7 @@ def load_image(path: str):
 def build_config(args):
     """An `InvariantConfig` from the arguments, checked (no model needed)."""
     from noise2art.engine import validation as V
-    from noise2art.methods.invariant import MODES, REFERENCE_TARGET_SEED, InvariantConfig
+    from noise2art.methods.invariant import COMPARES, MODES, REFERENCE_CURRICULUM, REFERENCE_TARGET_SEED, InvariantConfig
 
     if args.target_seed is not None and args.target_image is not None:
         raise InvalidArgument("target", "give --target-seed or --target-image, not both")
@@ -79,11 +92,20 @@ def build_config(args):
         raise InvalidArgument("eval-seeds", f"must be an integer >= 0, got {args.eval_seeds}")
     if args.mode is not None and args.mode not in MODES:
         raise InvalidArgument("mode", f"must be one of {', '.join(MODES)}, got '{args.mode}'")
-    overrides = {}
-    for name in ("iterations", "seeds_per_step", "stage_iterations", "max_stage", "lr", "mode"):
+    if args.compare is not None and args.compare not in COMPARES:
+        raise InvalidArgument("compare", f"must be one of {', '.join(COMPARES)}, got '{args.compare}'")
+    overrides = dict(REFERENCE_CURRICULUM) if args.reference_curriculum else {}
+    for name in ("iterations", "seeds_per_step", "stage_iterations", "max_stage", "lr", "mode", "compare"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
+    if args.max_stage is not None:
+        overrides["stage_steps"] = None
+    if args.stage_steps is not None:
+        try:
+            overrides["stage_steps"] = tuple(int(k) for k in args.stage_steps.split(","))
+        except ValueError:
+            raise InvalidArgument("stage-steps", f"expected a comma list of step counts, got '{args.stage_steps}'") from None
     if args.target_image is not None:
         target = dict(target_seed=None, target_image=load_image(args.target_image))
     else:
@@ -198,7 +220,9 @@ def run_invariant(args) -> int:
         "after": after.as_dict() if after else None,
         "config": {"steps": ran.steps, "scheduler": ran.scheduler_label, "guidance": ran.guidance,
                    "seeds_per_step": config.seeds_per_step, "stage_iterations": config.stage_iterations,
-                   "max_stage": config.max_stage, "anneal": list(config.anneal), "lr": config.lr, "seed": config.seed},
+                   "mode": config.mode, "compare": config.compare,
+                   "stage_steps": [info.stop_after for info in result.stages],
+                   "anneal": list(config.anneal), "lr": config.lr, "seed": config.seed},
         "out": str(out),
         "files": files,
     }

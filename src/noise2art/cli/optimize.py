@@ -38,9 +38,19 @@ def register(subparsers) -> None:
     p.add_argument("--loss-scale", type=float, default=None, help="factor on the score in the loss (default: the metric's)")
     p.add_argument("--eval-seeds", type=int, default=None,
                    help="render the initial and best embedding on K seeds not used in the optimisation; report mean/std")
-    p.add_argument("--reference", action="store_true",
-                   help="the reference's settings (70 LMS steps, gradients through the last step, renormalise "
-                        "every update); explicit flags still override")
+    p.add_argument("--adherence-weight", type=float, default=None,
+                   help="weight of the loss that keeps the attributes the prompt names (default 1; 0: off)")
+    p.add_argument("--picture-weight", type=float, default=None,
+                   help="weight of the loss on the image's distance to the initial image (default 0)")
+    p.add_argument("--adherence-floor", default=None,
+                   help="the best iterate keeps at least this share of the initial prompt adherence "
+                        "(default 0.9; 'none': any iterate)")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--unconstrained", action="store_true",
+                       help="the metric alone: no adherence loss, no adherence floor (the picture may be lost)")
+    modes.add_argument("--reference", action="store_true",
+                       help="the reference's settings (70 LMS steps, gradients through the last step, renormalise "
+                            "every update, no adherence terms); explicit flags still override")
     p.add_argument("--every", type=int, default=None,
                    help="write a trajectory image every N iterations (default: about 10 images)")
     p.add_argument("--out", default=None, help="output folder (default: a new folder out/optimize_<prompt>)")
@@ -57,7 +67,12 @@ def build_config(args):
     from noise2art.engine import validation as V
     from noise2art.methods.optimize import OptimizeConfig
 
-    config = OptimizeConfig.reference(args.metric) if args.reference else OptimizeConfig(metric=args.metric)
+    if args.reference:
+        config = OptimizeConfig.reference(args.metric)
+    elif args.unconstrained:
+        config = OptimizeConfig.unconstrained(args.metric)
+    else:
+        config = OptimizeConfig(metric=args.metric)
     config.seeds = V.parse_seed_range(args.seeds) if args.seeds else [V.check_seed(0 if args.seed is None else args.seed)]
     if args.iterations is not None:
         config.iterations = args.iterations
@@ -73,6 +88,16 @@ def build_config(args):
         config.proximity = args.proximity
     if args.loss_scale is not None:
         config.loss_scale = args.loss_scale
+    if args.adherence_weight is not None:
+        config.adherence_weight = args.adherence_weight
+    if args.picture_weight is not None:
+        config.picture_weight = args.picture_weight
+    if args.adherence_floor is not None:
+        text = args.adherence_floor.strip().lower()
+        try:
+            config.adherence_floor = None if text == "none" else float(text)
+        except ValueError:
+            raise InvalidArgument("adherence-floor", f"expected a number in [0, 1] or 'none', got '{args.adherence_floor}'") from None
     if args.every is not None:
         if args.every < 1:
             raise InvalidArgument("every", f"must be an integer >= 1, got {args.every}")
@@ -150,8 +175,10 @@ def run_optimize(args) -> int:
 
     csv_path = out / "scores.csv"
     best_so_far = result.best_so_far()
-    rows = ["iteration,score,seconds,best"]
-    rows += [f"{i},{s!r},{t:.6f},{b!r}" for i, (s, t, b) in enumerate(zip(result.scores, result.seconds, best_so_far))]
+    rows = ["iteration,score,seconds,best,adherence,distance"]
+    rows += [f"{i},{s!r},{t:.6f},{b!r},{'' if a is None else repr(a)},{d!r}"
+             for i, (s, t, b, a, d) in enumerate(zip(result.scores, result.seconds, best_so_far, result.adherence,
+                                                     result.distance))]
     write_text(csv_path, "\n".join(rows) + "\n")
     paths["scores"] = str(csv_path)
     if result.scores:
@@ -204,11 +231,18 @@ def run_optimize(args) -> int:
         "seconds": result.total_seconds,
         "stop_reason": result.stop_reason,
         "stop_message": result.stop_message,
+        # What the picture kept: adherence to the named attributes, distance to the first image.
+        "named": result.named,
+        "initial_adherence": result.initial_picture.adherence if result.initial_picture else None,
+        "best_adherence": result.best_picture.adherence if result.best_picture else None,
+        "best_distance": result.best_picture.distance if result.best_picture else None,
         "config": {
-            "mode": "reference" if args.reference else "default", "steps": settings.steps,
+            "mode": "reference" if args.reference else "unconstrained" if args.unconstrained else "default", "steps": settings.steps,
             "scheduler": settings.scheduler_label, "guidance": settings.guidance, "grad_steps": config.grad_steps, "renorm_every": config.renorm_every,
             "lr": config.lr, "loss_scale": config.loss_scale if config.loss_scale is not None else metric.loss_scale,
-            "proximity": config.proximity,
+            "proximity": config.proximity, "adherence_weight": config.adherence_weight,
+            "picture_weight": config.picture_weight,
+            "adherence_floor": config.adherence_floor,
         },
         "out": str(out),
         "files": paths,
@@ -223,6 +257,11 @@ def run_optimize(args) -> int:
         print(f"{metric.name}: {result.initial_score:.5g} -> {result.best_score:.5g} "
               f"(iteration {result.best_iteration}, {change}) in {result.iterations} iterations, "
               f"{result.total_seconds:.1f} s; stopped: {result.stop_message}")
+        if result.best_picture is not None:
+            kept = result.best_picture
+            adherence = ("n/a (the prompt names nothing the classifiers check)" if kept.adherence is None else
+                         f"{result.initial_picture.adherence:.2f} -> {kept.adherence:.2f}")
+            print(f"prompt adherence {adherence}; distance to the initial image {kept.distance:.3f}")
         if evaluation and evaluation["eval_seeds"]:
             print(f"on {len(evaluation['eval_seeds'])} unseen seeds: "
                   f"{evaluation['eval_initial_mean']:.5g} ± {evaluation['eval_initial_std']:.3g} -> "

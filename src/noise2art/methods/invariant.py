@@ -39,9 +39,19 @@ DDIM / PNDM / DPM-Solver, ``z0 + sigma eps`` for the sigma schedulers (LMS, Eule
 ``z0`` itself after the last step. ``eps`` is also the noise the random seeds are
 slerped toward. See ``docs/invariant.md``.
 
+**Ours: compare predicted pictures** (``compare="prediction"``, the default). Stage ``s``
+runs ``k_s = stage_steps[s]`` steps (2, 4, 8 of 20) and takes the clean latents the
+denoiser predicts at the k-th, ``x0_r = predict_clean(...)``; the score is
+``10000 cos(z0_target, x0_r)`` with ``z0_target`` the target's finished latents (seed
+target: the prompt sampled to the end from the target seed; image target: ``z0``). The
+score then asks for the target's picture from every seed at every stage, where the
+reference's noisy latents after k of 20 steps are mostly the seed's own noise (on the
+shipped model its curriculum moves fresh seeds *away* from the target; docs/invariant.md).
+``compare="image"`` scores world-CLIP features of the decoded prediction instead.
+
 Beyond the reference: all seeds of an iteration in one UNet batch, the full-rank mode,
-image targets, and `consistency`, a report of how close fresh seeds' images come to the
-target before and after.
+clean-prediction comparisons, image targets, and `consistency`, a report of how close
+fresh seeds' images come to the target before and after.
 """
 
 from __future__ import annotations
@@ -103,10 +113,14 @@ __all__ = [
 ]
 
 MODES = ("single-vector", "full")
+COMPARES = ("latents", "prediction", "image")
 REFERENCE_TARGET_SEED = 510675
 """The reference's target seed for "Single Color Ball"."""
 REFERENCE_EVAL_SEEDS = (683395, 297009, 23916, 417016)
 """The seeds the reference shows its result on."""
+REFERENCE_CURRICULUM = dict(mode="single-vector", compare="latents", stage_steps=None, max_stage=2, iterations=120,
+                            stage_iterations=40)
+"""The reference's curriculum, on whatever sampling settings (`InvariantConfig.reference` adds its own)."""
 SEED_RANGE = 2**32
 """Random training seeds are drawn from [0, 2^32) (any seed is valid; these print short)."""
 
@@ -118,23 +132,40 @@ ProgressCallback = Callable[[int, int, float, int], object]
 
 @dataclass
 class InvariantConfig:
-    """Settings of one run. The defaults are the reference's curriculum.
+    """Settings of one run. The defaults are ours; `reference()` is the published run and
+    `REFERENCE_CURRICULUM` its curriculum on any sampling settings.
+
+    Ours compares what the denoiser *predicts* the finished picture to be after 2, 4 and 8
+    steps (30 iterations each) with the target's finished latents, and frees every row;
+    the reference compares the noisy latents after 1, 2 and 3 steps with the target's,
+    through one repeated vector. On the shipped embedded model the reference's curriculum
+    makes fresh seeds *less* like the target (docs/invariant.md has the measurements):
+    noisy latents after a few of 20 steps are mostly the seed's own noise, so matching them
+    rewards an embedding that bends the noise prediction rather than one that draws the
+    target.
 
     Attributes:
         target_seed: the seed whose image the embedding should reproduce for every seed.
         target_image: instead of a seed, an image `[1, 3, H, W]` (or `[3, H, W]`) in [0, 1];
             another size is resized to the model's native size with a warning. Give
             exactly one of the two.
-        iterations: optimiser updates (the reference: 120).
+        iterations: optimiser updates (90; the reference: 120).
         seeds_per_step: random seeds per iteration, rendered in one UNet batch (3).
-        stage_iterations: iterations per curriculum stage (40); after each, the compared
-            step moves one later (up to `max_stage`) and the slerp factor restarts.
-        max_stage: the last stage; stage s compares latents after s + 1 denoising steps
-            (the reference's k = 0, 1, 2: `max_stage=2`).
+        stage_iterations: iterations per curriculum stage (30; the reference: 40); after
+            each, the compared step moves later and the slerp factor restarts.
+        compare: what stage s compares: "prediction" (ours: the clean latents the denoiser
+            predicts at its step, `Model.sample(predict_clean=True)`, against the target's
+            finished latents), "image" (world-CLIP features of that prediction decoded,
+            against the target image's) or "latents" (the reference: the noisy latents
+            after the step against the target's latents after the same step).
+        stage_steps: the UNet calls before each stage compares ((2, 4, 8)); None gives
+            the reference's 1, 2, ..., `max_stage + 1`.
+        max_stage: without `stage_steps`, the last stage; stage s then compares after
+            s + 1 denoising steps (the reference's k = 0, 1, 2: `max_stage=2`).
         anneal: `(v0, dv)`: the random seeds' noise is slerped toward the target's by
             `v = v0 + dv * j` at the j-th iteration of a stage ((0.01, 0.00495)).
-        mode: "single-vector" (one row repeated over rows 1..L-1, the reference's) or
-            "full" (rows 1..L-1 each free).
+        mode: "full" (rows 1..L-1 each free; ours) or "single-vector" (one row repeated
+            over rows 1..L-1, the reference's).
         lr: Adam-on-Lion learning rate (0.01); betas, gammas, eps: its coefficients.
         sampling: steps, guidance, scheduler, ... (`SamplingOverrides`; None fields take
             the model's; the reference: 70 LMS steps, guidance 7.5, see `reference()`).
@@ -147,13 +178,15 @@ class InvariantConfig:
 
     target_seed: int | None = None
     target_image: Tensor | None = None
-    iterations: int = 120
+    iterations: int = 90
     seeds_per_step: int = 3
-    stage_iterations: int = 40
+    stage_iterations: int = 30
     max_stage: int = 2
     anneal: tuple[float, float] = (0.01, 0.00495)
-    mode: str = "single-vector"
+    mode: str = "full"
     lr: float = 0.01
+    compare: str = "prediction"
+    stage_steps: tuple[int, ...] | None = (2, 4, 8)
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
     seed: int = 0
     keep_best: bool = True
@@ -163,9 +196,10 @@ class InvariantConfig:
 
     @classmethod
     def reference(cls, target_seed: int = REFERENCE_TARGET_SEED, **overrides) -> InvariantConfig:
-        """The reference's run: target seed 510675, 70 LMS steps, guidance 7.5, single vector."""
+        """The reference's run: its curriculum (noisy latents after 1, 2, 3 steps, 40 iterations
+        each, one vector) with 70 LMS steps and guidance 7.5, target seed 510675."""
         settings = dict(target_seed=target_seed, sampling=SamplingOverrides(steps=70, scheduler="lms", guidance=7.5),
-                        mode="single-vector")
+                        **REFERENCE_CURRICULUM)
         settings.update(overrides)
         return cls(**settings)
 
@@ -183,6 +217,13 @@ class InvariantConfig:
         check_int("max_stage", self.max_stage, 0)
         if self.mode not in MODES:
             raise InvalidArgument("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.compare not in COMPARES:
+            raise InvalidArgument("compare", f"must be one of {', '.join(COMPARES)}, got {self.compare!r}")
+        if self.stage_steps is not None:
+            steps = tuple(self.stage_steps)
+            if (not steps or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in steps)
+                    or list(steps) != sorted(set(steps))):
+                raise InvalidArgument("stage_steps", f"expected increasing step counts >= 1, got {self.stage_steps!r}")
         try:
             v0, dv = (float(a) for a in self.anneal)
         except (TypeError, ValueError):
@@ -334,19 +375,26 @@ def schedule_timesteps(model, steps: int | None = None, scheduler: str | None = 
     return _schedule(model, steps, scheduler).timesteps
 
 
-def check_stages(model, config: InvariantConfig) -> int:
-    """Raise `InvalidArgument` unless the schedule has a step for every stage; returns the steps used.
+def check_stages(model, config: InvariantConfig) -> tuple[int, list[int]]:
+    """The denoising steps used and the UNet calls before each stage compares.
 
-    Stage `max_stage` compares latents after `max_stage + 1` UNet calls, so the schedule
-    (`steps` with this scheduler) must make at least that many.
+    `stage_steps` past the schedule's last call compare at that last call (the picture
+    predicted from the final step), so a short schedule runs fewer, distinct stages. With
+    `max_stage` instead, stage `max_stage` compares the latents after `max_stage + 1` calls:
+    a schedule that makes fewer raises `InvalidArgument`.
+
+    Returns:
+        `(steps, stops)`: `stops[s]` is stage s's `stop_after`.
     """
     steps = V.check_steps(model.defaults.steps if config.sampling.steps is None else config.sampling.steps)
     n_timesteps = len(schedule_timesteps(model, steps, config.sampling.scheduler))
+    if config.stage_steps:
+        return steps, sorted({min(int(k), n_timesteps) for k in config.stage_steps})
     if config.max_stage + 1 > n_timesteps:
         raise InvalidArgument(
             "max_stage", f"stage {config.max_stage} compares latents after {config.max_stage + 1} denoising steps; "
                          f"{steps} steps give {n_timesteps}; use max_stage <= {n_timesteps - 1} or more steps")
-    return steps
+    return steps, list(range(1, config.max_stage + 2))
 
 
 def noised_target(model, z0: Tensor, noise: Tensor, stop_after: int, *, steps: int | None = None,
@@ -436,7 +484,7 @@ def invariant(
     if len(init) != 1:
         raise InvalidArgument("embedding", f"one prompt at a time (batch 1), got a batch of {len(init)}")
     init = init.detach()
-    steps = check_stages(model, config)
+    steps, stops = check_stages(model, config)
     # Targets and iterates run on the model's own UNet, so that every score compares alike.
     run = model.resolve(config.sampling.merged(
         SamplingOverrides(steps=steps, batch_size=config.seeds_per_step, precision="model")))
@@ -451,11 +499,33 @@ def invariant(
         with torch.no_grad():
             z0 = model.encode_images(image).to(model.dtype)
 
-    def target_at(stage: int) -> Tensor:
-        if z0 is not None:
-            return noised_target(model, z0, target_noise, stage + 1, steps=steps, scheduler=run.scheduler)
+    predict = config.compare in ("prediction", "image")
+
+    if config.compare == "image":
+        from noise2art.metrics.features import image_features
+
         with torch.no_grad():
-            return model.sample(init, seeds=[noise_seed], latents=target_noise, stop_after=stage + 1,
+            if z0 is not None:
+                target_image = image
+            else:
+                target_image = model.decode(model.sample(init, seeds=[noise_seed], latents=target_noise, settings=run,
+                                                         batch_size=1))
+            target_features = image_features(model, target_image.float())  # [1, F]
+
+    def target_at(stage: int) -> Tensor:
+        if config.compare == "image":
+            return target_features
+        if predict:
+            # Every stage compares a clean prediction with the target's clean latents.
+            if z0 is None:
+                with torch.no_grad():
+                    return model.sample(init, seeds=[noise_seed], latents=target_noise, settings=run, batch_size=1)
+            return z0
+        k = stops[stage]
+        if z0 is not None:
+            return noised_target(model, z0, target_noise, k, steps=steps, scheduler=run.scheduler)
+        with torch.no_grad():
+            return model.sample(init, seeds=[noise_seed], latents=target_noise, stop_after=k,
                                 settings=run, batch_size=1)
 
     # Trainable rows in float32 (an fp16 model would lose Adam's small steps to rounding).
@@ -483,17 +553,21 @@ def invariant(
     current: dict[str, Tensor] = {}
 
     def evaluate(i: int) -> Scored:
-        stage = min(i // config.stage_iterations, config.max_stage)
+        stage = min(i // config.stage_iterations, len(stops) - 1)
+        k = stops[stage]
         if not stages or stages[-1].stage != stage:
             # A new stage compares one step later: its target latents are recomputed.
             current["target"] = target_at(stage)
-            stages.append(StageInfo(stage, stage + 1, i, current["target"].detach().to("cpu", torch.float32)))
+            stages.append(StageInfo(stage, k, i, current["target"].detach().to("cpu", torch.float32)))
         v = v0 + dv * (i % config.stage_iterations)
         seeds = draw_seeds(rng, config.seeds_per_step, exclude)
         start_noise = space.slerp_noise(model.initial_noise(seeds), target_noise, v)
-        # All seeds in one batch; every one of the stage+1 steps carries gradients.
+        # All seeds in one batch; every one of the k steps carries gradients.
         latents = model.sample(as_embedding(param), seeds=seeds, latents=start_noise, grad_steps="all",
-                               stop_after=stage + 1, settings=run, cancel=cancel)
+                               stop_after=k, predict_clean=predict, settings=run, cancel=cancel)
+        if config.compare == "image":
+            # The predicted clean image's features against the target image's.
+            latents = image_features(model, model.decode(latents).float())  # [S, F]
         per_seed = cosine_scores(current["target"], latents)  # [S] float64
         stage_of.append(stage)
         slerp.append(v)

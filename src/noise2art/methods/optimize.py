@@ -49,7 +49,9 @@ from noise2art.methods.embedding_run import (  # the stop reasons are re-exporte
     check_int,
     run_embedding_loop,
 )
+from noise2art.methods.picture import PictureReport, adherence_loss, named_attributes, picture_report
 from noise2art.metrics import Metric, get_metric
+from noise2art.metrics.features import image_distance
 from noise2art.optim import AdamOnLion
 
 ProgressCallback = Callable[[int, int, float, float], object]
@@ -85,6 +87,15 @@ class OptimizeConfig:
             (10 for sharpness/blurriness, 1 for aesthetic: the reference's).
         proximity: weight of `||P - P_0||^2 / ||P_0||^2`, which keeps the embedding near
             the prompt's (0: no penalty, as in the reference).
+        adherence_weight: weight of the cross-entropy of the attributes the prompt names
+            (`methods.picture.adherence_loss`) added to the loss, so the metric cannot buy
+            its gain with what the prompt asks for (0: none; needs attribute classifiers).
+        picture_weight: weight of the image-space distance of the images to the initial ones
+            (world-CLIP `1 - cos`, `metrics.features.image_distance`) added to the loss, so
+            the gain does not redraw the picture (0: none).
+        adherence_floor: an iterate can be the best only if its prompt adherence is at
+            least this share of the initial image's (None: any iterate).
+            `unconstrained()` and `reference()` turn both off.
         keep_best: `OptimizeResult.embedding` is the best scored iterate (True) or the
             last one (False). The best is always reported.
         betas, gammas, eps: Adam-on-Lion coefficients (the reference's defaults).
@@ -101,6 +112,9 @@ class OptimizeConfig:
     renorm_every: int | None = None
     loss_scale: float | None = None
     proximity: float = 0.0
+    adherence_weight: float = 1.0
+    picture_weight: float = 0.0
+    adherence_floor: float | None = 0.9
     keep_best: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
     gammas: tuple[float, float] = (0.9, 0.99)
@@ -115,7 +129,15 @@ class OptimizeConfig:
         settings = dict(
             metric=metric, sampling=SamplingOverrides(steps=70, scheduler="lms"), grad_steps="last", renorm_every=1, loss_scale=None,
             lr=0.01, betas=(0.9, 0.999), gammas=(0.9, 0.99), eps=1e-3, proximity=0.0,
+            adherence_weight=0.0, picture_weight=0.0, adherence_floor=None,
         )
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def unconstrained(cls, metric: str | Metric = "sharpness", **overrides) -> OptimizeConfig:
+        """Our sampling and gradients without the adherence term and floor: the metric alone."""
+        settings = dict(metric=metric, adherence_weight=0.0, picture_weight=0.0, adherence_floor=None)
         settings.update(overrides)
         return cls(**settings)
 
@@ -142,6 +164,13 @@ class OptimizeConfig:
             _check_positive("loss_scale", self.loss_scale)
         if not (isinstance(self.proximity, int | float) and math.isfinite(self.proximity) and self.proximity >= 0):
             raise InvalidArgument("proximity", f"must be a finite number >= 0, got {self.proximity!r}")
+        for name in ("adherence_weight", "picture_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise InvalidArgument(name, f"must be a finite number >= 0, got {value!r}")
+        if self.adherence_floor is not None and not (
+                isinstance(self.adherence_floor, int | float) and 0 <= self.adherence_floor <= 1):
+            raise InvalidArgument("adherence_floor", f"must be None or a number in [0, 1], got {self.adherence_floor!r}")
         if self.trajectory_every is not None:
             check_int("trajectory_every", self.trajectory_every, 1)
         # The optimiser validates lr, betas, gammas and eps with the messages it owns.
@@ -167,6 +196,11 @@ class OptimizeResult(EmbeddingRunResult):
         best_score, best_embedding, best_images: that iterate; images `[S, 3, H, W]` on CPU.
         initial_score, initial_images: iteration 0 (the unmodified embedding).
         initial_embedding: the embedding the run started from.
+        adherence: `[n]` prompt adherence of iteration i's images (None entries: the prompt
+            names nothing the classifiers check, or the model has none).
+        distance: `[n]` mean image-space distance of iteration i's images to iteration 0's.
+        named: the attributes adherence is judged on (`picture.named_attributes`).
+        initial_picture, best_picture: `PictureReport` of iteration 0 and of the best.
         final_embedding: the iterate after the last update, or the last one with a finite
             score when a non-finite value stopped the run.
         stop_reason: "completed", "cancelled", "nan-score", "nan-gradient" or "nan-latents".
@@ -193,6 +227,11 @@ class OptimizeResult(EmbeddingRunResult):
     final_embedding: PromptEmbedding
     stop_reason: str
     stop_message: str
+    adherence: list[float | None] = field(default_factory=list)
+    distance: list[float] = field(default_factory=list)
+    named: dict[str, str] = field(default_factory=dict)
+    initial_picture: PictureReport | None = None
+    best_picture: PictureReport | None = None
     settings: SampleSettings | None = None
     trajectory: dict[int, torch.Tensor] = field(default_factory=dict)
     keep_best: bool = True
@@ -261,6 +300,8 @@ def optimize(
     target_mean = start.mean(dim=(1, 2), keepdim=True)
     target_std = start.std(dim=(1, 2), keepdim=True)
     start_sq = start.pow(2).sum().clamp_min(1e-12)
+    named = named_attributes(model, init.prompts[0])
+    pictures: list[PictureReport] = []
     optimizer = AdamOnLion([param], lr=config.lr, betas=config.betas, gammas=config.gammas, eps=config.eps)
     total = config.iterations
 
@@ -278,14 +319,27 @@ def optimize(
                 raise StopRun(NAN_LATENTS, f"non-finite latents at iteration {i}; kept the last finite iterate")
             images = model.decode(latents, batch_size=run.batch_size)
             raw = metric(images)  # [S]
+            initial = images.detach() if i == 0 else kept["initial"]
+            pictures.append(picture_report(model, images.detach(), initial, named))
             loss = None
             if not last:
                 loss = -(sign * raw).mean() * loss_scale
                 if config.proximity:
                     loss = loss + config.proximity * (param - start).pow(2).sum() / start_sq
+                if config.adherence_weight and named:
+                    loss = loss + config.adherence_weight * adherence_loss(model, images, named)
+                if config.picture_weight and i > 0:
+                    loss = loss + config.picture_weight * image_distance(model, images, initial).mean()
         return Scored(raw.float(), seeds, loss, images.detach().to("cpu", torch.float32))
 
+    def keeps_adherence(i: int) -> bool:
+        floor, start_adherence, now = config.adherence_floor, pictures[0].adherence, pictures[i].adherence
+        return floor is None or start_adherence is None or now is None or now >= floor * start_adherence - 1e-9
+
     def is_better(i: int, score: float, record: LoopRecord) -> bool:
+        # Iteration 0 always qualifies, so a best exists even when every update loses adherence.
+        if i > 0 and not keeps_adherence(i):
+            return False
         return record.best_iteration is None or sign * score > sign * record.scores[record.best_iteration]
 
     kept: dict[str, torch.Tensor] = {}
@@ -297,7 +351,7 @@ def optimize(
 
     def after_iteration(i: int, scored: Scored, record: LoopRecord) -> None:
         if i == 0:
-            kept["initial"] = scored.images
+            kept["initial"] = scored.images.to(model.device)
         if record.best_iteration == i:
             kept["best"] = scored.images
         if config.trajectory_every and (i % config.trajectory_every == 0 or i == total - 1):
@@ -321,6 +375,11 @@ def optimize(
         initial_images=kept.get("initial"),
         initial_embedding=init,
         final_embedding=_named(as_embedding(record.final_param).detach(), metric.name, "final"),
+        adherence=[p.adherence for p in pictures[:len(record.scores)]],
+        distance=[p.distance for p in pictures[:len(record.scores)]],
+        named=named,
+        initial_picture=pictures[0] if pictures else None,
+        best_picture=pictures[best] if best is not None else None,
         settings=run,
         trajectory=trajectory,
         keep_best=config.keep_best,

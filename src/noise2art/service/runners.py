@@ -14,11 +14,9 @@ from pathlib import Path
 import torch
 
 from noise2art.engine.embedding import PromptEmbedding
-from noise2art.engine.model import to_pil
 from noise2art.engine.settings import SampleSettings, SamplingOverrides
 from noise2art.errors import Cancelled, InvalidArgument, Preempted
-from noise2art.pngmeta import GenerationParams, png_bytes
-from noise2art.service.search import image_feature_rows
+from noise2art.service.records import FIRST_BATCH, image_items, page_items
 from noise2art.store import Store
 from noise2art.store.blobs import sha256
 
@@ -66,20 +64,8 @@ def request_embedding(model, store: Store, request: dict, job: dict) -> tuple[Pr
 def store_images(ctx, images: torch.Tensor, settings: SampleSettings, emb: PromptEmbedding, seeds: list[int],
                  *, method: str, embedding_id: str | None, extra: list[dict] | None = None) -> list[str]:
     """Store `images [N, 3, H, W]` of one embedding on `seeds` (one per image); returns their ids."""
-    model = ctx.model
-    pil = to_pil(images)
-    features = image_feature_rows(model, images)
-    items = []
-    for k, (image, seed) in enumerate(zip(pil, seeds)):
-        params = GenerationParams.from_settings(
-            settings, prompt=emb.prompts[0], negative=emb.negative[0], seed=seed, model=model.model_id,
-            version=ctx.worker.version, embedding_hash=emb.hash(), batch_seeds=seeds)
-        fields = {"parameters": params.infotext(), **((extra or [{}] * len(pil))[k])}
-        items.append((png_bytes(image, params), dict(
-            model_id=model.model_id, embedding_id=embedding_id, prompt=emb.prompts[0], negative=emb.negative[0],
-            seed=seed, steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler_label,
-            width=settings.width, height=settings.height, precision=settings.precision, method=method,
-            job_id=ctx.job["id"], owner=ctx.owner, extra=fields, features=features[k])))
+    items = image_items(ctx.model, images, settings, emb, seeds, version=ctx.worker.version, method=method,
+                        embedding_id=embedding_id, job_id=ctx.job["id"], owner=ctx.owner, extra=extra)
     return [row["id"] for row in ctx.store.add_images(items)]
 
 
@@ -96,6 +82,7 @@ def run_interpolate(ctx) -> dict:
     """Frames along the path through the keyframes; stored as images, plus GIF / MP4 renders."""
     from noise2art import media
     from noise2art.methods.interpolate import InterpolationConfig, interpolate
+    from noise2art.methods.retime import RetimeConfig, model_distance, retime, step_ratio
 
     request = ctx.job["request"]
     keyframes = [_source_embedding(ctx, k, request.get("negative", "")) for k in request["keyframes"]]
@@ -106,7 +93,21 @@ def run_interpolate(ctx) -> dict:
     def callback(step: int, total: int, latents) -> None:
         ctx.progress(0.95 * step / total, step=step, steps=total)
 
-    result = interpolate(ctx.model, keyframes, config, callback=callback, cancel=ctx.canceled)
+    speed = {}
+    if request.get("constant_speed"):
+        # Re-timed to constant image-space speed: the evenly spaced frames first, then the
+        # largest gaps bisected, then frames at equal arc length (docs/interpolation.md).
+        timed = retime(ctx.model, keyframes, config, RetimeConfig(refine=request.get("refine", 16)),
+                       callback=callback, cancel=ctx.canceled)
+        result = timed.interpolation
+        speed = {"distances_before": timed.plan.distances_before.tolist(),
+                 "distances": timed.plan.distances_after.tolist(),
+                 "ratio_before": timed.ratio_before, "ratio": timed.ratio_after}
+    else:
+        result = interpolate(ctx.model, keyframes, config, callback=callback, cancel=ctx.canceled)
+        # The speed profile of the evenly spaced path: image distance between consecutive frames.
+        distances = model_distance(ctx.model)(result.images[:-1], result.images[1:])
+        speed = {"distances": distances.tolist(), "ratio": step_ratio(distances)}
     keyframe_ids = [save_embedding(ctx.model, ctx.store, k, source="keyframe", owner=ctx.owner,
                                    job_id=ctx.job["id"]) for k in keyframes]
     label = " -> ".join(k.prompts[0] for k in keyframes)
@@ -132,7 +133,7 @@ def run_interpolate(ctx) -> dict:
             artifacts[fmt] = row["id"]
     ctx.progress(1.0, force=True)
     return {"image_ids": image_ids, "alphas": result.alphas.tolist(), "artifact_ids": artifacts,
-            "keyframe_ids": keyframe_ids}
+            "keyframe_ids": keyframe_ids, "constant_speed": bool(request.get("constant_speed")), "speed": speed}
 
 
 # --------------------------------------------------------------------------- optimize
@@ -146,9 +147,16 @@ def run_optimize(ctx) -> dict:
     request = ctx.job["request"]
     emb, embedding_id = request_embedding(ctx.model, ctx.store, request, ctx.job)
     metric = get_metric(request["metric"], context=ctx.model)
-    base = OptimizeConfig.reference(metric) if request.get("reference") else OptimizeConfig(metric=metric)
+    if request.get("reference"):
+        base = OptimizeConfig.reference(metric)
+    elif request.get("unconstrained"):
+        base = OptimizeConfig.unconstrained(metric)
+    else:
+        base = OptimizeConfig(metric=metric)
+    keep = {k: request[k] for k in ("adherence_weight", "picture_weight", "adherence_floor")
+            if request.get(k) is not None}
     config = dataclasses.replace(base, seeds=list(request["seeds"]), iterations=request["iterations"],
-                                 lr=request["lr"], proximity=request["proximity"],
+                                 lr=request["lr"], proximity=request["proximity"], **keep,
                                  sampling=base.sampling.merged(sampling_of(request, precision=None)))
 
     def callback(i: int, total: int, score: float, best: float) -> None:
@@ -169,7 +177,12 @@ def run_optimize(ctx) -> dict:
             "higher_is_better": metric.higher_is_better, "scores": result.scores,
             "initial_score": result.initial_score, "best_score": result.best_score,
             "best_iteration": result.best_iteration, "stop_reason": result.stop_reason,
-            "stop_message": result.stop_message, "image_ids": images, "seconds": result.total_seconds}
+            "stop_message": result.stop_message, "image_ids": images, "seconds": result.total_seconds,
+            # What the picture kept: prompt adherence per iteration, distance to the first image.
+            "named": result.named, "adherence": result.adherence, "distance": result.distance,
+            "initial_adherence": result.initial_picture.adherence if result.initial_picture else None,
+            "best_adherence": result.best_picture.adherence if result.best_picture else None,
+            "best_distance": result.best_picture.distance if result.best_picture else None}
 
 
 # --------------------------------------------------------------------------- invariant
@@ -181,7 +194,9 @@ def run_invariant(ctx) -> dict:
 
     request = ctx.job["request"]
     emb, embedding_id = request_embedding(ctx.model, ctx.store, request, ctx.job)
-    fields = dict(target_seed=request["target_seed"], iterations=request["iterations"], mode=request["mode"])
+    # Fields left out take the method's defaults (ours; `reference` selects the published run).
+    fields = dict(target_seed=request["target_seed"])
+    fields.update({k: request[k] for k in ("iterations", "mode") if request.get(k) is not None})
     config = InvariantConfig.reference(**fields) if request.get("reference") else InvariantConfig(**fields)
     config.sampling = config.sampling.merged(sampling_of(request, precision=None))
     eval_seeds = list(request.get("eval_seeds") or [])
@@ -213,9 +228,6 @@ def run_invariant(ctx) -> dict:
 
 
 # --------------------------------------------------------------------------- streams of the index
-
-FIRST_BATCH = 4
-
 
 def _image_anchor(model, store: Store, image_id: str, owner: str, field: str):
     """A stored image as a stream anchor: its embedding (re-steered if it was), seed and settings."""
@@ -314,12 +326,9 @@ def run_stream_page(ctx) -> dict:
                      / len(idxs), step=step, steps=total)
 
     def on_batch(results, images) -> None:
-        extra = [{"stream": r.record} for r in results]
-        emb = [r.embedding for r in results]
-        ids = []
-        for r, image, e, x in zip(results, images, emb, extra):
-            ids += store_images(ctx, image[None], stream.settings, e, [r.seed], method="search",
-                                embedding_id=query_id if stream.kind == "query" else None, extra=[x])
+        items = page_items(ctx.model, stream, results, images, version=ctx.worker.version, owner=ctx.owner,
+                           job_id=ctx.job["id"], embedding_id=query_id)
+        ids = [row["id"] for row in ctx.store.add_images(items)]
         ctx.store.add_stream_results(stream.id, ctx.owner, [(r.idx, i) for r, i in zip(results, ids)])
         for r, i in zip(results, ids):
             ctx.emit("job.image", {"image_id": i, "idx": r.idx, "seed": r.seed})

@@ -172,6 +172,8 @@ class InterpolateRequest(Sampling):
     seed: Seed = 0
     seed_to: Seed | None = None
     negative: Prompt = ""
+    constant_speed: bool = False
+    refine: int = Field(16, ge=0, le=64)
     formats: list[Literal["gif", "mp4"]] = Field(default_factory=lambda: ["gif"], max_length=2)
     fps: float = Field(12.0, gt=0, le=60)
     priority: Priority = "interactive"
@@ -186,6 +188,10 @@ class OptimizeRequest(Sampling, Source):
     iterations: int = Field(20, ge=1, le=500)
     lr: float = Field(0.01, gt=0, le=1)
     proximity: float = Field(0.0, ge=0, le=100)
+    adherence_weight: float | None = Field(None, ge=0, le=100)
+    picture_weight: float | None = Field(None, ge=0, le=100)
+    adherence_floor: float | None = Field(None, ge=0, le=1)
+    unconstrained: bool = False
     reference: bool = False
     priority: Priority = "interactive"
 
@@ -195,8 +201,8 @@ class InvariantRequest(Sampling, Source):
 
     negative: Prompt = ""
     target_seed: Seed = 510675
-    iterations: int = Field(120, ge=1, le=1000)
-    mode: Literal["single-vector", "full"] = "single-vector"
+    iterations: int | None = Field(None, ge=1, le=1000)
+    mode: Literal["single-vector", "full"] | None = None
     eval_seeds: list[Seed] = Field(default_factory=lambda: [683395, 297009, 23916, 417016], max_length=32)
     reference: bool = False
     priority: Priority = "interactive"

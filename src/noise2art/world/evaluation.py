@@ -49,6 +49,22 @@ class EvalReport:
     n_prompts: int
     prompts: list
 
+    @classmethod
+    def summarise(cls, reports: list, seeds: int, frechet: float | None) -> EvalReport:
+        """The report over per-prompt `PromptReport`s: means of adherence, family shares, diversity."""
+        family_scores: dict[str, list[float]] = {}
+        for r in reports:
+            for fam, share in r.per_family.items():
+                family_scores.setdefault(fam, []).append(share)
+        scored = [r.adherence for r in reports if r.adherence is not None]
+        diversities = [r.diversity for r in reports if r.diversity is not None]
+        return cls(
+            mean_adherence=float(np.mean(scored)) if scored else 0.0,
+            per_family={f: float(np.mean(v)) for f, v in sorted(family_scores.items())},
+            diversity=float(np.mean(diversities)) if diversities else 0.0,
+            frechet=frechet, n_images=len(reports) * seeds, n_prompts=len(reports), prompts=reports,
+        )
+
     def to_json(self) -> dict:
         return {
             "mean_adherence": self.mean_adherence, "per_family": self.per_family, "diversity": self.diversity,
@@ -144,7 +160,6 @@ def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int 
     classifier = model.companions.attributes
     clip = model.companions.world_clip
     reports, gen_feats, ref_feats = [], [], []
-    family_scores: dict[str, list[float]] = {}
     size = model.native_size
     from noise2art.world.render import render
 
@@ -163,20 +178,11 @@ def evaluate(model, prompts: list[tuple[str, dict]], seeds: int = 8, steps: int 
                 ref = torch.from_numpy(np.stack(refs)).permute(0, 3, 1, 2).float().div(255).to(model.device)
                 ref_feats.append(clip.encode_image(ref).cpu().numpy())
         adherence, per_family = score_predictions(named, preds)
-        for fam, share in per_family.items():
-            family_scores.setdefault(fam, []).append(share)
         scene = named.get("scene") or max(("landscape", "still_life"), key=[p["scene"] for p in preds].count)
         unnamed = [f for f in families_for(scene) if f not in named and f != "scene"]
         div = [normalised_entropy([p[f] for p in preds if is_defined(f, p)], len(FAMILIES[f])) for f in unnamed]
         reports.append(PromptReport(prompt, named, adherence, per_family, float(np.mean(div)) if div else None, preds))
         if progress is not None:
             progress(k + 1, len(prompts))
-    scored = [r.adherence for r in reports if r.adherence is not None]
     fd = frechet_distance(np.concatenate(gen_feats), np.concatenate(ref_feats)) if gen_feats else None
-    diversities = [r.diversity for r in reports if r.diversity is not None]
-    return EvalReport(
-        mean_adherence=float(np.mean(scored)) if scored else 0.0,
-        per_family={f: float(np.mean(v)) for f, v in sorted(family_scores.items())},
-        diversity=float(np.mean(diversities)) if diversities else 0.0,
-        frechet=fd, n_images=len(prompts) * seeds, n_prompts=len(prompts), prompts=reports,
-    )
+    return EvalReport.summarise(reports, seeds, fd)

@@ -52,8 +52,9 @@ class FeedbackConfig:
         distance_row: the token row whose ``1 - cos`` drives farthest-point selection
             (and the reference rule's ``t``); -1 is the last row, as in the reference.
         session_seed: seed of the candidate randomness; None uses the image seed.
-        recommender: ``"random"`` (the reference's scheme), ``"bo"`` (GP-UCB) or ``"terms"``
-            (learnt term preferences): the name of the candidate scheme (`schemes.SCHEMES`).
+        recommender: ``"bo"`` (GP-UCB, the default: it ends nearest the target in the measurements
+            of docs/feedback.md), ``"random"`` (the reference's scheme) or ``"terms"`` (learnt term
+            preferences): the name of the candidate scheme (`schemes.SCHEMES`).
         beta: the BO recommender's explore/exploit weight (UCB = mean + beta * std).
         prompt_axes, noise_axes: dimensions of the BO subspace (pool PCA axes, noise fields).
         bo_radius: pool standard deviations reached at a prompt coordinate of +-1; None
@@ -79,7 +80,7 @@ class FeedbackConfig:
     step_rule: str = "exact"
     distance_row: int = -1
     session_seed: int | None = None
-    recommender: str = "random"
+    recommender: str = "bo"
     beta: float = 2.0
     prompt_axes: int = 16
     noise_axes: int = 16
@@ -156,6 +157,8 @@ class FeedbackConfig:
             raise InvalidArgument("config", f"expected an object, got {type(data).__name__}")
         data = dict(data)
         legacy = {k: data.pop(k) for k in LEGACY_SAMPLING if k in data}
+        # A session written before there were several schemes ran the reference's random one.
+        data.setdefault("recommender", "random")
         sampling = dict(data.pop("sampling", None) or {"precision": "auto"})
         sampling.update({k: v for k, v in legacy.items()})
         names = {f.name for f in dataclasses.fields(cls)}

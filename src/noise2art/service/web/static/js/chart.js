@@ -9,8 +9,8 @@ function node(tag, attrs = {}, text) {
   return n;
 }
 
-/** Redraw `svg` with `points` [{iteration, score, best?}] (keeps its <title>). */
-export function drawChart(svg, points) {
+/** Redraw `svg` with `points` [{iteration, score, best?}] (keeps its <title>); `xlabel` names the x axis. */
+export function drawChart(svg, points, { xlabel = "iteration" } = {}) {
   const title = svg.querySelector("title");
   svg.replaceChildren(...(title ? [title] : []));
   svg.append(node("line", { class: "axis", x1: PAD.l, y1: H - PAD.b, x2: W - PAD.r, y2: H - PAD.b }),
@@ -25,7 +25,7 @@ export function drawChart(svg, points) {
   const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
   svg.append(node("text", { class: "label", x: 4, y: PAD.t + 10 }, fmt(hi)),
     node("text", { class: "label", x: 4, y: H - PAD.b }, fmt(lo)),
-    node("text", { class: "label", x: PAD.l, y: H - 8 }, `iteration ${first}`),
+    node("text", { class: "label", x: PAD.l, y: H - 8 }, `${xlabel} ${first}`),
     node("text", { class: "label", x: W - PAD.r, y: H - 8, "text-anchor": "end" }, `${last}`));
   const line = (key, cls) => {
     const pts = points.filter((p) => typeof p[key] === "number").map((p) => `${x(p.iteration)},${y(p[key])}`);
@@ -35,7 +35,7 @@ export function drawChart(svg, points) {
   line("score", "score");
   for (const p of points) {
     const c = node("circle", { class: "point", cx: x(p.iteration), cy: y(p.score), r: 3 });
-    c.append(node("title", {}, `iteration ${p.iteration}: ${p.score}`));
+    c.append(node("title", {}, `${xlabel} ${p.iteration}: ${p.score}`));
     svg.append(c);
   }
 }

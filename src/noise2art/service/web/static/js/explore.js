@@ -2,7 +2,7 @@
 // ?session=ID in the URL, so a reload resumes it); each round shows the current image and
 // its candidates (a job: POST /api/v1/sessions/{id}/round); choosing one (click, or keys
 // 1..9) moves the session toward it with the strength of the slider; Undo (key u) goes back.
-import { api, el, fail, numberOf, params, say, siteUrl, STEPS, watchJob } from "./common.js";
+import { api, el, fail, imageOf, numberOf, params, say, siteUrl, STEPS, watchJob } from "./common.js";
 
 export const SESSIONS = "/api/v1/sessions";
 
@@ -19,6 +19,10 @@ const strengthValue = document.getElementById("strength-value");
 const undoButton = document.getElementById("undo");
 const exportButton = document.getElementById("export");
 const download = document.getElementById("download");
+const otherButton = document.getElementById("other-seeds");
+const others = document.getElementById("others");
+const otherImages = document.getElementById("other-images");
+const OTHER_SEEDS = 4;
 const strip = document.getElementById("history");
 
 const state = { view: null, busy: false, ticket: 0, watch: null, count: 0 };
@@ -31,6 +35,7 @@ function setBusy(busy) {
   candidates.querySelectorAll("button").forEach((b) => { b.disabled = busy; });
   undoButton.disabled = busy || !state.view || !state.view.history.length;
   exportButton.disabled = busy || !state.view;
+  otherButton.disabled = busy || !state.view;
 }
 
 function showView(view) {
@@ -121,19 +126,51 @@ function choose(index) {
 
 const undo = () => (state.view && state.view.history.length ? change("undo") : undefined);
 
+/** Store the session's current embedding; its `EmbeddingView` (id, url), and the download link set. */
+async function storeEmbedding() {
+  const { data } = await api(sessionPath(state.view.id, "export"), { method: "POST" });
+  download.href = data.url;
+  download.setAttribute("download", `${data.id}.safetensors`);
+  download.hidden = false;
+  return data;
+}
+
 async function exportEmbedding() {
   if (!state.view) return;
   exportButton.disabled = true;
   try {
-    const { data } = await api(sessionPath(state.view.id, "export"), { method: "POST" });
-    download.href = data.url;
-    download.setAttribute("download", `${data.id}.safetensors`);
-    download.hidden = false;
+    await storeEmbedding();
     say("Exported: the embedding is stored.");
   } catch (err) {
     fail(err);
   } finally {
     exportButton.disabled = state.busy;
+  }
+}
+
+/** The current embedding rendered on new seeds: does the choice hold beyond the session's noise? */
+async function renderOnOtherSeeds() {
+  if (!state.view) return;
+  otherButton.disabled = true;
+  others.hidden = false;
+  otherImages.dataset.state = "rendering";
+  otherImages.replaceChildren(...Array.from({ length: OTHER_SEEDS },
+    () => el("div", { class: "card placeholder" }, el("div", { class: "ph" }))));
+  try {
+    const embedding = await storeEmbedding();
+    const seeds = Array.from(crypto.getRandomValues(new Uint32Array(OTHER_SEEDS)), (v) => v);
+    const body = { embedding_id: embedding.id, seeds };
+    if (STEPS) body.steps = STEPS;
+    const { data } = await api("/api/v1/generate", { method: "POST", body });
+    const job = await watchJob(data.job_id);
+    if (job.status !== "completed") throw new Error(`The render ${job.status}${job.error ? ": " + job.error : ""}.`);
+    otherImages.replaceChildren(...job.result.image_ids.map((id, k) => imageOf(id, `${state.view.prompt} (seed ${seeds[k]})`)));
+    otherImages.dataset.state = "ready";
+  } catch (err) {
+    otherImages.dataset.state = "failed";
+    fail(err);
+  } finally {
+    otherButton.disabled = state.busy;
   }
 }
 
@@ -167,6 +204,7 @@ function bind() {
   });
   undoButton.addEventListener("click", () => { undo(); });
   exportButton.addEventListener("click", () => { exportEmbedding(); });
+  otherButton.addEventListener("click", () => { renderOnOtherSeeds(); });
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || typing(e.target) || panel.hidden || state.busy) return;
     if (/^[1-9]$/.test(e.key)) { e.preventDefault(); choose(Number(e.key) - 1); }

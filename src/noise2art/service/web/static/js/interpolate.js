@@ -1,6 +1,7 @@
 // Interpolate (/interpolate): frames along a path through two or more keyframe prompts,
 // then a scrubber over the frames and the GIF.
 import { advanced, el, numberOf } from "./common.js";
+import { drawChart } from "./chart.js";
 import { jobForm } from "./jobform.js";
 
 const form = document.getElementById("job-form");
@@ -10,6 +11,8 @@ const frame = document.getElementById("frame");
 const scrubber = document.getElementById("scrubber");
 const label = document.getElementById("frame-label");
 const gif = document.getElementById("gif");
+const speedChart = document.getElementById("speed");
+const speedCaption = document.getElementById("speed-caption");
 let frames = [];
 let alphas = [];
 let alt = "";
@@ -50,6 +53,22 @@ function show(i) {
 
 scrubber.addEventListener("input", () => show(Number(scrubber.value)));
 
+// The speed profile: image distance between consecutive frames (and, re-timed, before it).
+function showSpeed(result) {
+  const speed = result.speed || {};
+  const after = speed.distances || [];
+  const before = speed.distances_before || [];
+  // Re-timing can change the frame count of the evenly spaced path it started from: plot
+  // the "before" curve only where it has a value for that step.
+  const points = after.map((d, i) => ({ iteration: i + 1, score: d, ...(i < before.length ? { best: before[i] } : {}) }));
+  drawChart(speedChart, points, { xlabel: "step" });
+  speedChart.dataset.points = String(points.length);
+  const ratio = (v) => (typeof v === "number" ? v.toFixed(2) : "n/a");
+  speedCaption.textContent = result.constant_speed
+    ? `Re-timed: largest step / mean step ${ratio(speed.ratio_before)} → ${ratio(speed.ratio)} (thin line: before)`
+    : `Largest step / mean step ${ratio(speed.ratio)}; tick "Constant speed" to even it out`;
+}
+
 jobForm({
   form,
   path: "/api/v1/interpolate",
@@ -60,7 +79,8 @@ jobForm({
     if (!(lo < hi)) throw new Error("the range needs From below To");
     alt = prompts.join(" → ");
     return advanced(f, { keyframes: prompts.map((prompt) => ({ prompt })), frames: numberOf(f.elements.frames),
-      range: [lo, hi], method: f.elements.method.value, formats: ["gif"] });
+      range: [lo, hi], method: f.elements.method.value, formats: ["gif"],
+      constant_speed: f.elements.constant_speed.checked });
   },
   reset: () => { viewer.hidden = true; },
   done: (job) => {
@@ -73,6 +93,7 @@ jobForm({
     const art = (job.result.artifact_ids || {}).gif;
     gif.hidden = !art;
     if (art) { gif.href = `/api/v1/artifacts/${art}`; gif.setAttribute("download", `interpolation-${job.id}.gif`); }
+    showSpeed(job.result);
     viewer.hidden = false;
     show(0);
     scrubber.focus();

@@ -8,6 +8,7 @@ const form = document.getElementById("job-form");
 const chart = document.getElementById("chart");
 const caption = document.getElementById("chart-caption");
 const compare = document.getElementById("compare");
+const kept = document.getElementById("kept");
 let points = [];
 let prompt = "";
 
@@ -20,13 +21,16 @@ jobForm({
   path: "/api/v1/optimize",
   body: (f) => {
     prompt = f.elements.prompt.value.trim();
-    const body = { prompt, metric: f.elements.metric.value.trim(), iterations: numberOf(f.elements.iterations) };
+    const body = { prompt, metric: f.elements.metric.value.trim(), iterations: numberOf(f.elements.iterations),
+      unconstrained: !f.elements.keep.checked };
     advanced(f, body, { seed: false });
     const seed = numberOf(f.elements.seed);
     if (seed !== null) body.seeds = [Math.round(seed)];
     return body;
   },
-  reset: () => { points = []; drawChart(chart, points); compare.hidden = true; chart.dataset.points = "0"; },
+  reset: () => {
+    points = []; drawChart(chart, points); compare.hidden = true; kept.hidden = true; chart.dataset.points = "0";
+  },
   handlers: {
     "job.metric": (d) => {
       points.push({ iteration: d.iteration, score: d.score, best: d.best });
@@ -46,6 +50,13 @@ jobForm({
     }
     caption.textContent = `${r.metric || "metric"}: ${Number(r.initial_score).toPrecision(4)} → best ` +
       `${Number(r.best_score).toPrecision(4)} (iteration ${r.best_iteration}; ${r.stop_reason || "done"})`;
+    // What the picture kept, beside the metric: prompt adherence and the distance to the first image.
+    const adherence = typeof r.initial_adherence === "number" && typeof r.best_adherence === "number"
+      ? `prompt adherence ${r.initial_adherence.toFixed(2)} → ${r.best_adherence.toFixed(2)}`
+      : "prompt adherence n/a (the prompt names nothing the classifiers check)";
+    const distance = typeof r.best_distance === "number" ? `; distance to the initial image ${r.best_distance.toFixed(3)}` : "";
+    kept.textContent = adherence + distance;
+    kept.hidden = false;
     showImages(document.getElementById("before"), (r.image_ids || {}).before, "before");
     showImages(document.getElementById("after"), (r.image_ids || {}).after, "after");
     compare.hidden = false;
