@@ -60,7 +60,9 @@ ABOVE = {
     "engine": ("noise2art.world", "noise2art.methods", "noise2art.service", "noise2art.store", "noise2art.cli"),
     "methods": ("noise2art.service", "noise2art.store", "noise2art.cli"),
     "store": ("noise2art.engine", "noise2art.methods", "noise2art.world", "noise2art.service", "noise2art.cli"),
-    "service": ("noise2art.cli",),
+    "service": ("noise2art.indexing", "noise2art.cluster", "noise2art.cli"),
+    "indexing": ("noise2art.cluster", "noise2art.cli"),
+    "cluster": ("noise2art.cli",),
 }
 
 

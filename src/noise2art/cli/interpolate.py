@@ -191,6 +191,9 @@ def register(subparsers) -> None:
     _add_path_args(r)
     r.add_argument("--out", default=None, help="output folder (default: a new folder under ./out)")
     r.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    r.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="render the pairs on a Ray cluster, one pair per task: local, auto or an address; "
+                        "needs pip install -e \".[cluster]\"")
     add_model_args(r)
     r.set_defaults(func=run_retrievability)
 
@@ -341,6 +344,12 @@ def run_retrievability(args) -> int:
         pairs = [(args.a, args.b)]
     config = _config(args, 2)
     study = RetrievabilityConfig(fine=args.fine, jump_factor=args.jump_factor)
+    if getattr(args, "ray", None) is not None:
+        from noise2art.cluster import require_ray
+        from noise2art.cluster.runtime import check_address
+
+        check_address(args.ray)
+        require_ray()
     files = _preload_files([p for pair in pairs for p in pair])
     stem = f"retrievability-{slug(pairs[0][0], 24)}--{slug(pairs[0][1], 24)}" if len(pairs) == 1 else "retrievability-study"
     out = _out_folder(args, stem)
@@ -356,9 +365,20 @@ def run_retrievability(args) -> int:
     steps = _render_settings(model, config).steps
     # 3. Render and measure each path.
     results = []
-    with torch.no_grad(), step_progress("retrievability", len(pairs) * _builds(study.fine)) as progress:
-        for a, b in keyed:
-            results.append(retrievability(model, a, b, config, study, callback=progress))
+    if getattr(args, "ray", None) is not None:
+        from tqdm import tqdm
+
+        from noise2art.cluster.runtime import ModelSpec, connected
+        from noise2art.cluster.studies import retrievability_on_ray
+
+        with connected(args.ray), tqdm(total=len(keyed), desc="retrievability", unit="pair", file=sys.stderr,
+                                       leave=False) as bar:
+            results = retrievability_on_ray(ModelSpec.from_args(args), keyed, config, study,
+                                            progress=lambda n: bar.update(n - bar.n))
+    else:
+        with torch.no_grad(), step_progress("retrievability", len(pairs) * _builds(study.fine)) as progress:
+            for a, b in keyed:
+                results.append(retrievability(model, a, b, config, study, callback=progress))
 
     # 4. Write the CSV, the plots and the JSON record.
     _make_folder(out)

@@ -18,6 +18,7 @@ from noise2art.errors import Noise2ArtError
 COMMAND_MODULES = [
     "noise2art.cli.generate",
     "noise2art.cli.search",
+    "noise2art.cli.index",
     "noise2art.cli.interpolate",
     "noise2art.cli.explore",
     "noise2art.cli.optimize",

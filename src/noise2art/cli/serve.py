@@ -31,6 +31,11 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on CUDA, else fp32)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="send generation to a Ray Serve deployment on this cluster, which batches the requests of "
+                        "many clients (the API and the store stay here); needs pip install -e \".[cluster]\"")
+    p.add_argument("--ray-replicas", type=int, default=1, help="with --ray: model replicas of the deployment "
+                   "(default 1)")
     p.set_defaults(func=run_serve)
 
 
@@ -54,10 +59,20 @@ def run_serve(args) -> int:
     from noise2art.service.app import create_app
 
     config = build_config(args)
+    if getattr(args, "ray", None) is not None:
+        from noise2art.cluster import require_ray
+        from noise2art.cluster.runtime import check_address
+
+        check_address(args.ray)
+        require_ray()
+        if args.ray_replicas < 1:
+            raise InvalidArgument("ray-replicas", f"must be >= 1, got {args.ray_replicas}")
     try:
         config.data.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InvalidArgument("data", f"cannot create '{config.data}' ({exc.strerror or exc})") from None
+    if getattr(args, "ray", None) is not None:
+        return _serve_on_ray(args, config)
     app = create_app(config)
     print(f"noise2art serve: data in {config.data}; http://{config.host}:{config.port}/ "
           f"(API docs at /docs)", file=sys.stderr)
@@ -73,3 +88,29 @@ def run_serve(args) -> int:
 
 def _exit_cleanly(signum, frame):
     raise SystemExit(0)
+
+
+def _serve_on_ray(args, config) -> int:
+    """`serve --ray`: the same app, its generate batches sent to a Ray Serve deployment."""
+    import uvicorn
+
+    from noise2art.cluster import serving
+    from noise2art.cluster.runtime import ModelSpec, connected
+    from noise2art.service.app import create_app
+
+    with connected(args.ray):
+        spec = ModelSpec(config.model, config.device or "auto", config.dtype)
+        serve_config = serving.ServeConfig(replicas=args.ray_replicas, max_batch_size=max(1, config.max_batch))
+        handle = serving.start(spec, serve_config)
+        app = create_app(config)
+        serving.attach(app, serving.RemoteGenerator(handle))
+        print(f"noise2art serve: data in {config.data}; generation on Ray Serve ({args.ray}); "
+              f"http://{config.host}:{config.port}/ (API docs at /docs)", file=sys.stderr)
+        previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level,
+                        timeout_graceful_shutdown=10)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            serving.stop(serve_config)
+    return 0

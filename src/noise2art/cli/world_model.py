@@ -59,6 +59,9 @@ def add_eval(world_sub) -> None:
     add_sampling_args(p, size=False, batch="images")
     p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="render the prompts on a Ray cluster, one prompt per task (the Frechet distance is then "
+                        "not computed); needs pip install -e \".[cluster]\"")
     add_model_args(p)
     p.set_defaults(func=_eval)
 
@@ -181,11 +184,27 @@ def _eval(args) -> int:
 
         prompts = [(p, parse(p)) for p in held_out_prompts(args.n_prompts)]
     sampling = sampling_overrides(args)
-    model = load(args)
-    bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
-    report = evaluate(model, prompts, seeds=args.seeds, sampling=sampling, frechet=not args.no_frechet,
-                      progress=lambda k, n: bar.update(1))
-    bar.close()
+    if getattr(args, "ray", None) is not None:
+        from noise2art.cluster import require_ray
+        from noise2art.cluster.runtime import ModelSpec, check_address, connected
+        from noise2art.cluster.studies import evaluate_on_ray
+
+        check_address(args.ray)
+        require_ray()
+        if not args.no_frechet:
+            print("noise2art world eval: with --ray the Frechet distance is not computed (run in-process for it)",
+                  file=sys.stderr)
+        bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
+        with connected(args.ray):
+            report = evaluate_on_ray(ModelSpec.from_args(args), prompts, seeds=args.seeds, sampling=sampling,
+                                     progress=lambda k, n: bar.update(1))
+        bar.close()
+    else:
+        model = load(args)
+        bar = tqdm(total=len(prompts), desc="world eval", unit="prompt", file=sys.stderr, leave=False)
+        report = evaluate(model, prompts, seeds=args.seeds, sampling=sampling, frechet=not args.no_frechet,
+                          progress=lambda k, n: bar.update(1))
+        bar.close()
     if args.json:
         emit_json(report.to_json())
         return 0

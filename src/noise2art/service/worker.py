@@ -130,6 +130,10 @@ class Worker:
         # Objects the worker builds from the model and reuses (streams of the index, ...):
         # touched on the worker thread only.
         self.cache: dict = {}
+        # Where generate batches render: None for this process's model, else a callable
+        # `(embeddings, seeds, settings) -> (images [N, 3, H, W], settings ran, batch seeds)`
+        # (`serve --ray`: a Ray Serve deployment that batches many servers' requests).
+        self.generator: Callable | None = None
 
     # -- control -------------------------------------------------------------------------
 
@@ -326,11 +330,17 @@ class Worker:
                     self.emit("job.progress", {"job_id": s.job["id"], "progress": fraction, "step": step,
                                                "steps": total}, s.job)
 
+        batch_seeds = seeds
         with torch.no_grad():
-            latents, ran = model.sample(embeddings, seeds, settings=samples[0][0].settings, pairing="zip",
-                                        batch_size=len(samples), callback=on_step, cancel=all_canceled,
-                                        return_settings=True)
-            images = model.decode(latents, batch_size=len(samples))
+            if self.generator is not None:
+                # No step progress from afar: the batch reports when it is done.
+                images, ran, batch_seeds = self.generator(embeddings, seeds, samples[0][0].settings)
+                images = images.to(model.device)
+            else:
+                latents, ran = model.sample(embeddings, seeds, settings=samples[0][0].settings, pairing="zip",
+                                            batch_size=len(samples), callback=on_step, cancel=all_canceled,
+                                            return_settings=True)
+                images = model.decode(latents, batch_size=len(samples))
             attributes = None
             if model.companions.attributes is not None:
                 attributes = model.companions.attributes.predict(images.float())
@@ -347,7 +357,7 @@ class Worker:
                 emb = s.embedding
                 params = GenerationParams.from_settings(
                     ran, prompt=emb.prompts[0], negative=emb.negative[0], seed=seed, model=model.model_id,
-                    version=self.version, embedding_hash=emb.hash(), batch_seeds=seeds)
+                    version=self.version, embedding_hash=emb.hash(), batch_seeds=batch_seeds)
                 extra = {"parameters": params.infotext()}
                 if attributes is not None:
                     extra["attributes"] = attributes[k]
