@@ -701,3 +701,61 @@ def test_steps_past_the_schedule_are_refused_before_queueing(client):
     r = client.post("/api/v1/generate", json={"prompt": "a red ball", "steps": 1000})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "steps"
     assert client.get("/api/v1/jobs").json()["jobs"] == []
+
+
+# --------------------------------------------------------------------------- uploaded images as targets
+
+
+def png_bytes_of(width: int, height: int, fmt: str = "PNG") -> bytes:
+    arr = np.random.default_rng(width * 1000 + height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(arr, "RGB").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_an_uploaded_image_is_stored_as_a_png_without_its_metadata(client):
+    r = client.post("/api/v1/uploads/image", content=png_bytes_of(40, 30, "JPEG"))
+    assert r.status_code == 201, r.text
+    view = r.json()
+    assert (view["width"], view["height"]) == (40, 30) and view["url"] == f"/api/v1/artifacts/{view['id']}"
+    stored = client.get(view["url"])
+    assert stored.status_code == 200 and stored.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(stored.content)) as im:
+        assert im.format == "PNG" and im.mode == "RGB" and im.size == (40, 30)
+    # Large images are scaled down to 1024 a side; alpha is dropped.
+    flat = io.BytesIO()
+    Image.new("RGBA", (2048, 1024), (10, 200, 30, 128)).save(flat, format="PNG")
+    big = client.post("/api/v1/uploads/image", content=flat.getvalue()).json()
+    assert (big["width"], big["height"]) == (1024, 512)
+
+
+def test_bad_uploads_are_refused_before_decoding(make_client):
+    client = make_client(max_upload_bytes=64 * 1024)
+    assert client.post("/api/v1/uploads/image", content=b"not an image").status_code == 422
+    gif = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(gif, format="GIF")
+    r = client.post("/api/v1/uploads/image", content=gif.getvalue())
+    assert r.status_code == 422 and "GIF" in r.text
+    # Headers that claim too many pixels (decompression bombs) are refused from the header.
+    for side, needle in ((5000, "5000x5000"), (20000, "too many pixels")):
+        bomb = io.BytesIO()
+        Image.new("1", (side, side)).save(bomb, format="PNG")
+        assert len(bomb.getvalue()) < 64 * 1024
+        r = client.post("/api/v1/uploads/image", content=bomb.getvalue())
+        assert r.status_code == 422 and needle in r.text, r.text
+    assert client.post("/api/v1/uploads/image", content=b"\x00" * (64 * 1024 + 1)).status_code == 413
+    assert client.app.state.store.db.execute("SELECT COUNT(*) FROM artifacts").fetchone()[0] == 0
+
+
+def test_an_invariant_job_takes_an_uploaded_image_as_its_target(client):
+    upload = client.post("/api/v1/uploads/image", content=png_bytes_of(48, 40)).json()["id"]
+    job = wait_job(client, post_job(client, {"prompt": "a red ball", "target_upload_id": upload, "iterations": 2,
+                                             "steps": 3, "eval_seeds": [1, 2]}, "/api/v1/invariant"), timeout=60)
+    assert job["status"] == "completed", job
+    result = job["result"]
+    assert result["target_upload_id"] == upload and "target" not in result["image_ids"]
+    assert len(result["image_ids"]["after"]) == 2 and result["distance_after"] >= 0
+    for body, field in (({"prompt": "a", "target_upload_id": upload, "target_seed": 3}, "target"),
+                        ({"prompt": "a", "target_upload_id": "0123456789abcdef"}, "target_upload_id")):
+        r = client.post("/api/v1/invariant", json=body)
+        assert r.status_code == 422 and field in r.text, r.text

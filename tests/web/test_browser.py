@@ -211,3 +211,21 @@ def test_pages_need_a_login_when_the_server_does(page, start_server):
     page.goto(f"{locked.url}/jobs")
     page.wait_for_function("() => document.getElementById('status').textContent === 'No jobs yet.'")
     wait_for(lambda: page.url.endswith("/jobs"), 5, "staying on /jobs")
+
+
+def test_an_invariant_run_toward_an_uploaded_image(page, server, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    target = tmp_path / "target.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(target)
+    page.goto(f"{server.url}/invariant?steps=3")
+    page.fill("#iterations", "2")
+    page.fill("#eval_seeds", "1, 2")
+    page.set_input_files("#target_image", str(target))
+    page.click("#start")
+    page.locator("#compare").wait_for(state="visible", timeout=45_000)
+    shown = page.locator("#target img")
+    assert shown.get_attribute("src").startswith("/api/v1/artifacts/")
+    assert "uploaded image" in shown.get_attribute("alt")
+    wait_loaded(page, 4, "#compare img")  # the target and two seeds after (and before)

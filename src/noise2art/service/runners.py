@@ -188,6 +188,19 @@ def run_optimize(ctx) -> dict:
 # --------------------------------------------------------------------------- invariant
 
 
+def uploaded_image(ctx, upload_id: str):
+    """An uploaded image (`POST /api/v1/uploads/image`, stored as a PNG) as `[1, 3, H, W]` in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    row = ctx.store.get_artifact(upload_id, ctx.owner)
+    if row is None or row["job_id"] is not None or row["ext"] != "png":
+        raise InvalidArgument("target_upload_id", f"no uploaded image {upload_id}")
+    with Image.open(ctx.store.blobs.path(row["sha256"], "png")) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
 def run_invariant(ctx) -> dict:
     """Seed invariance; each iteration's score is a `job.metric` event; before / after on the eval seeds."""
     from noise2art.methods.invariant import InvariantConfig, consistency, invariant, render_target
@@ -195,7 +208,9 @@ def run_invariant(ctx) -> dict:
     request = ctx.job["request"]
     emb, embedding_id = request_embedding(ctx.model, ctx.store, request, ctx.job)
     # Fields left out take the method's defaults (ours; `reference` selects the published run).
-    fields = dict(target_seed=request["target_seed"])
+    upload = request.get("target_upload_id")
+    fields = dict(target_seed=None, target_image=uploaded_image(ctx, upload)) if upload else \
+        dict(target_seed=request["target_seed"])
     fields.update({k: request[k] for k in ("iterations", "mode") if request.get(k) is not None})
     config = InvariantConfig.reference(**fields) if request.get("reference") else InvariantConfig(**fields)
     config.sampling = config.sampling.merged(sampling_of(request, precision=None))
@@ -214,8 +229,12 @@ def run_invariant(ctx) -> dict:
     if eval_seeds and not ctx.canceled():
         target = render_target(ctx.model, emb, config)
         run = ctx.model.resolve(config.sampling)
-        out["image_ids"]["target"] = store_images(ctx, target, run, emb, [config.target_seed], method="invariant",
-                                                  embedding_id=embedding_id, extra=[{"role": "target"}])
+        if upload:
+            out["target_upload_id"] = upload  # the target is the upload itself, not a render
+        else:
+            out["image_ids"]["target"] = store_images(ctx, target, run, emb, [config.target_seed],
+                                                      method="invariant", embedding_id=embedding_id,
+                                                      extra=[{"role": "target"}])
         for name, e, eid in (("before", emb, embedding_id), ("after", result.embedding, best_id)):
             report = consistency(ctx.model, e, target, eval_seeds, prompt=emb.prompts[0], sampling=config.sampling,
                                  cancel=ctx.canceled)

@@ -143,6 +143,15 @@ class EmbeddingRequest(Strict):
         return self
 
 
+class UploadView(BaseModel):
+    """An uploaded image: its id (for `target_upload_id`), URL and size as stored."""
+
+    id: str
+    url: str
+    width: int
+    height: int
+
+
 class EmbeddingView(BaseModel):
     id: str
     url: str
@@ -200,12 +209,21 @@ class InvariantRequest(Sampling, Source):
     """`POST /api/v1/invariant`: an embedding whose every seed gives the target seed's picture."""
 
     negative: Prompt = ""
-    target_seed: Seed = 510675
+    target_seed: Seed | None = None
+    target_upload_id: Id | None = None
     iterations: int | None = Field(None, ge=1, le=1000)
     mode: Literal["single-vector", "full"] | None = None
     eval_seeds: list[Seed] = Field(default_factory=lambda: [683395, 297009, 23916, 417016], max_length=32)
     reference: bool = False
     priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if self.target_seed is not None and self.target_upload_id is not None:
+            raise ValueError("give target_seed or target_upload_id, not both")
+        if self.target_seed is None and self.target_upload_id is None:
+            self.target_seed = 510675  # the reference's target
+        return self
 
 
 class LoginRequest(Strict):

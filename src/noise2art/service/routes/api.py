@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
+from PIL import Image
 
 from noise2art import __version__
 from noise2art.engine.embedding import PromptEmbedding
@@ -315,15 +317,7 @@ async def upload_embedding(request: Request, owner: Owner) -> S.EmbeddingView:
     """Upload a `.safetensors` embedding (raw body). Read as safetensors only, never unpickled;
     checked against the loaded model (id, shape, finite values) and size-limited."""
     state = _state(request)
-    limit = state.config.max_upload_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"an embedding file may hold at most {limit} bytes")
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            raise HTTPException(413, f"an embedding file may hold at most {limit} bytes")
+    data = await _read_body(request, state.config.max_upload_bytes, "an embedding file")
     model = state.model
     emb = PromptEmbedding.from_bytes(bytes(data), model_id=model.model_id, shape=model.embedding_shape,
                                      name="the upload")
@@ -332,6 +326,66 @@ async def upload_embedding(request: Request, owner: Owner) -> S.EmbeddingView:
     row = state.store.add_embedding(emb.to_bytes(), model_id=model.model_id, prompt=emb.prompts[0],
                                     negative=emb.negative[0], source="upload", owner=owner)
     return _embedding_view(row)
+
+
+UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_UPLOAD_SIDE = 1024
+"""An uploaded image larger than this is scaled down (aspect kept) before it is stored."""
+
+
+async def _read_body(request: Request, limit: int, what: str) -> bytes:
+    """The raw request body, refused with 413 past `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"{what} may hold at most {limit} bytes")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            raise HTTPException(413, f"{what} may hold at most {limit} bytes")
+    return bytes(data)
+
+
+def decode_upload(data: bytes) -> Image.Image:
+    """An uploaded PNG, JPEG or WebP as an RGB image, checked before its pixels are decoded.
+
+    The header is read first: another format, or more than `MAX_UPLOAD_PIXELS` pixels (a
+    decompression bomb), is refused without decoding; the decoded image is converted to RGB
+    (alpha dropped) and scaled down to at most `MAX_UPLOAD_SIDE` pixels a side.
+    """
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # Pillow's own check of the header, past twice its limit
+        raise InvalidArgument("image", f"too many pixels; at most {MAX_UPLOAD_PIXELS} are taken") from None
+    except (Image.UnidentifiedImageError, OSError, ValueError):
+        raise InvalidArgument("image", "not a PNG, JPEG or WebP image") from None
+    if im.format not in UPLOAD_FORMATS:
+        raise InvalidArgument("image", f"{im.format or 'this'} images are not taken; upload a PNG, JPEG or WebP")
+    width, height = im.size
+    if width < 1 or height < 1 or width * height > MAX_UPLOAD_PIXELS:
+        raise InvalidArgument("image", f"{width}x{height} pixels; at most {MAX_UPLOAD_PIXELS} pixels are taken")
+    try:
+        im = im.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise InvalidArgument("image", "the image data is damaged") from None
+    im.thumbnail((MAX_UPLOAD_SIDE, MAX_UPLOAD_SIDE), Image.Resampling.LANCZOS)
+    return im
+
+
+@router.post("/uploads/image", status_code=201, response_model=S.UploadView,
+             responses={413: {"model": S.Error}, 422: {"model": S.Error}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def upload_image(request: Request, owner: Owner) -> S.UploadView:
+    """Upload an image (raw PNG, JPEG or WebP body) to use as a method's target (`invariant`'s
+    `target_upload_id`). Stored re-encoded as a PNG without its metadata; size-limited."""
+    state = _state(request)
+    image = decode_upload(await _read_body(request, state.config.max_upload_bytes, "an image upload"))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    row = state.store.add_artifact(buffer.getvalue(), ext="png", media_type="image/png", job_id=None, owner=owner)
+    return S.UploadView(id=row["id"], url=f"/api/v1/artifacts/{row['id']}", width=image.width, height=image.height)
 
 
 @router.get("/embeddings/{embedding_id}.safetensors", response_class=FileResponse,
@@ -401,8 +455,12 @@ def optimize(request: Request, body: S.OptimizeRequest, owner: Owner) -> Respons
 
 @router.post("/invariant", status_code=202, responses=JOB_RESPONSES)
 def invariant(request: Request, body: S.InvariantRequest, owner: Owner) -> Response:
-    """A seed-invariant embedding: fresh seeds give the target seed's picture."""
+    """A seed-invariant embedding: fresh seeds give the target seed's picture (or an uploaded image's)."""
     _check_embedding_id(request, body.embedding_id, owner)
+    if body.target_upload_id is not None:
+        row = _state(request).store.get_artifact(body.target_upload_id, owner)
+        if row is None or row["job_id"] is not None or row["ext"] != "png":
+            raise InvalidArgument("target_upload_id", f"no uploaded image {body.target_upload_id}")
     _check_sampling(request, body, max(1, len(body.eval_seeds)))
     return submit(request, owner, "invariant", body.model_dump(exclude={"priority"}), body.priority)
 

@@ -55,6 +55,17 @@ export async function api(path, { method = "GET", body } = {}) {
   return { status: r.status, data };
 }
 
+/** Upload an image file (raw body) to use as a method's target: its `UploadView` ({id, url, width, height}). */
+export async function uploadImage(file) {
+  const r = await fetch("/api/v1/uploads/image", { method: "POST", credentials: "same-origin", body: file,
+    headers: { Accept: "application/json", "Content-Type": "application/octet-stream" } });
+  const text = await r.text();
+  let data = null;
+  try { data = JSON.parse(text); } catch { data = text; }
+  if (!r.ok) throw new ApiError(r.status, `the image: ${describe(data, r.status)}`);
+  return data;
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Poll a job until it has finished: its JSON. */

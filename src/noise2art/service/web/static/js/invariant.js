@@ -1,6 +1,6 @@
 // Invariant (/invariant): a seed-invariant embedding (every seed gives the target seed's
 // picture): progress, then the target and before / after grids on the evaluation seeds.
-import { advanced, imageOf, numberOf } from "./common.js";
+import { advanced, el, imageOf, numberOf, uploadImage } from "./common.js";
 import { jobForm } from "./jobform.js";
 
 const form = document.getElementById("job-form");
@@ -19,10 +19,15 @@ function seedsOf(text) {
 jobForm({
   form,
   path: "/api/v1/invariant",
-  body: (f) => {
+  body: async (f) => {
     prompt = f.elements.prompt.value.trim();
-    return advanced(f, { prompt, target_seed: numberOf(f.elements.target_seed), iterations: numberOf(f.elements.iterations),
-      eval_seeds: seedsOf(f.elements.eval_seeds.value), mode: f.elements.mode.value }, { seed: false });
+    const body = { prompt, iterations: numberOf(f.elements.iterations), eval_seeds: seedsOf(f.elements.eval_seeds.value),
+      mode: f.elements.mode.value };
+    const file = f.elements.target_image.files[0];
+    // An image, when chosen, is the target (uploaded first); else the target seed's picture.
+    if (file) body.target_upload_id = (await uploadImage(file)).id;
+    else body.target_seed = numberOf(f.elements.target_seed);
+    return advanced(f, body, { seed: false });
   },
   reset: () => { compare.hidden = true; scores.textContent = ""; },
   handlers: {
@@ -38,6 +43,10 @@ jobForm({
     const ids = r.image_ids || {};
     for (const name of ["target", "before", "after"]) {
       document.getElementById(name).replaceChildren(...(ids[name] || []).map((id) => imageOf(id, `${prompt} (${name})`)));
+    }
+    if (r.target_upload_id) {
+      document.getElementById("target").replaceChildren(el("img", { src: `/api/v1/artifacts/${r.target_upload_id}`,
+        alt: `${prompt} (target: the uploaded image)`, class: "thumb", width: 150, height: 150 }));
     }
     if (typeof r.distance_before === "number") {
       scores.textContent = `Mean distance to the target: ${r.distance_before.toPrecision(3)} before, ` +

@@ -28,7 +28,7 @@ export function jobForm({ form, path, body, handlers = {}, done, reset = () => {
     if (!form.reportValidity()) return;
     let request;
     try {
-      request = body(form);
+      request = await body(form); // a body may upload something first (Invariant's target image)
     } catch (err) {
       fail(err);
       return;
