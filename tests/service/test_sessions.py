@@ -71,3 +71,22 @@ def test_session_errors(client):
     round_images(client, session["id"])
     r = client.post(f"/api/v1/sessions/{session['id']}/choose", json={"index": 5})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "index"
+
+
+def test_the_session_map_is_a_png_that_follows_the_choices(client):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    session = create(client)
+    round_images(client, session["id"])
+    r = client.get(f"/api/v1/sessions/{session['id']}/map.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.headers["cache-control"] == "no-store"
+    first = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+    assert first.shape == (512, 512, 3) and first.std() > 0
+    client.post(f"/api/v1/sessions/{session['id']}/choose", json={"index": 0, "strength": 0.5})
+    after = np.asarray(Image.open(io.BytesIO(client.get(f"/api/v1/sessions/{session['id']}/map.png").content)))
+    assert not np.array_equal(first, after[..., :3])  # one more point on the path, new candidates
+    assert client.get("/api/v1/sessions/0000000000000000/map.png").status_code == 404

@@ -61,6 +61,8 @@ def test_an_explore_round_choose_and_undo(page, server, tmp_path):
     page.locator('#history[data-count="1"]').wait_for(state="attached")
     wait_round(page, first_round + 1)
     assert page.locator("#history li").first.get_attribute("data-index") == "1"
+    wait_loaded(page, 1, "#map")  # the session's map, redrawn with the choice
+    assert "choices=1" in page.locator("#map").get_attribute("src")
     assert all_alt(page)
     page.evaluate("() => document.getElementById('session').scrollIntoView()")
     page.wait_for_timeout(100)

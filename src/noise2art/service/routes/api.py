@@ -693,6 +693,30 @@ async def session_export(request: Request, session_id: IdPath, owner: Owner) -> 
     return _embedding_view(state.store.get_embedding(embedding_id))
 
 
+@router.get("/sessions/{session_id}/map.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, 404: {"model": S.Error}})
+async def session_map(request: Request, session_id: IdPath, owner: Owner) -> Response:
+    """The session's map (PNG): the path of the current embedding, the chosen candidates and
+    this round's, on the two principal directions in which they differ (`FeedbackSession.map`)."""
+    import tempfile
+    from pathlib import Path
+
+    from noise2art.plot import save_map_png
+    from noise2art.service.runners import open_session
+
+    state = _state(request)
+    row = _session_row(request, session_id, owner)
+
+    def draw() -> bytes:
+        session = open_session(state.worker, state.store, row)
+        with tempfile.TemporaryDirectory(dir=state.store.root) as tmp:
+            return save_map_png(session.map(), Path(tmp) / "map.png").read_bytes()
+
+    png = await _on_worker(request, draw)
+    # The map changes with every choice: never cached.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
 # --------------------------------------------------------------------------- the generated feed
 
 FEED_WAIT_S = 30.0

@@ -24,6 +24,7 @@ const others = document.getElementById("others");
 const otherImages = document.getElementById("other-images");
 const OTHER_SEEDS = 4;
 const strip = document.getElementById("history");
+const map = document.getElementById("map");
 
 const state = { view: null, busy: false, ticket: 0, watch: null, count: 0 };
 
@@ -91,6 +92,9 @@ async function renderRound() {
     showCandidates(r.candidate_image_ids || []);
     candidates.dataset.round = String(r.round);
     candidates.dataset.state = "ready";
+    // The map of this round (the query string only names the version: it is never cached).
+    map.src = `${sessionPath(view.id, "map.png")}?round=${r.round}&choices=${view.history.length}`;
+    map.hidden = false;
     progress.value = 1;
     say("");
   } catch (err) {
