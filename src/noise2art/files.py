@@ -1,4 +1,5 @@
-"""Atomic file writes: a result is either whole at its name or absent, never half-written.
+"""Atomic file writes: a result is either whole at its name or absent, never half-written;
+and `read_entries`, the reader of the line files commands take (queries, pairs).
 
 Every writer in the package goes through `atomic_write`: the content goes to a
 temporary name beside the target (same folder, so the rename stays on one file
@@ -14,6 +15,8 @@ import os
 import uuid
 from pathlib import Path
 from typing import Callable
+
+from noise2art.errors import InvalidArgument
 
 TMP_SUFFIX = ".tmp"
 
@@ -81,3 +84,31 @@ def write_text(path: str | os.PathLike, text: str, *, fsync: bool = True) -> Pat
 
 def write_json(path: str | os.PathLike, obj, *, indent: int | None = 2, fsync: bool = True) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, default=str) + "\n", fsync=fsync)
+
+
+def read_entries(path: str | os.PathLike, field: str) -> list[tuple[int, str, dict | None]]:
+    """The entries of a line file: `(line number, text, JSON object or None)` for each line.
+
+    A line starting with `{` is a JSON object; any other line is plain text. Blank lines and
+    lines starting with `#` are skipped. An unreadable file, or a line that is not valid JSON,
+    raises `InvalidArgument(field, ...)` naming the line.
+    """
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(field, f"cannot read '{path}' ({exc.__class__.__name__}: {exc})") from None
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        obj = None
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidArgument(field, f"{path.name} line {number}: not valid JSON ({exc.msg})") from None
+        entries.append((number, line, obj))
+    return entries
+

@@ -27,7 +27,7 @@ from noise2art.cli.common import (
     write_text,
 )
 from noise2art.errors import InvalidArgument
-from noise2art.files import write_bytes
+from noise2art.files import read_entries, write_bytes
 
 DEFAULT_FPS = 12.0
 
@@ -53,21 +53,10 @@ def parse_range(text: str) -> tuple[float, float]:
 
 def parse_pairs(path: str) -> list[tuple[str, str]]:
     """A pairs file: one `A => B` per line, or JSON lines `{"a": ..., "b": ...}`; blank and `#` lines skipped."""
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("pairs", f"cannot read '{path}' ({exc.__class__.__name__}: {exc})") from None
     pairs = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument("pairs", f"line {number}: not valid JSON ({exc.msg})") from None
-            a, b = obj.get("a") if isinstance(obj, dict) else None, obj.get("b") if isinstance(obj, dict) else None
+    for number, line, obj in read_entries(path, "pairs"):
+        if obj is not None:
+            a, b = obj.get("a"), obj.get("b")
             if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()):
                 raise InvalidArgument("pairs", f"line {number}: expected {{\"a\": \"prompt\", \"b\": \"prompt\"}}")
             pairs.append((a.strip(), b.strip()))

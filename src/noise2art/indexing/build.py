@@ -24,6 +24,7 @@ from pathlib import Path
 
 from noise2art import __version__
 from noise2art.errors import InvalidArgument
+from noise2art.files import read_entries
 
 SAMPLING_FIELDS = ("steps", "guidance", "scheduler", "width", "height", "precision")
 MAX_QUERIES = 1_000_000
@@ -138,20 +139,9 @@ def read_queries(path: str | Path) -> list[QuerySpec]:
     """A queries file: one prompt per line, or JSON lines `{"query", "negative", "toward",
     "shared_seeds"}`. Blank lines and lines starting with `#` are skipped."""
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidArgument("queries", f"cannot read '{path}' ({exc.strerror or exc})") from None
     out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("{"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidArgument("queries", f"{path.name} line {n}: not JSON ({exc.msg})") from None
+    for n, line, obj in read_entries(path, "queries"):
+        if obj is not None:
             query = obj.get("query")
             if not isinstance(query, str) or not query.strip():
                 raise InvalidArgument("queries", f"{path.name} line {n}: needs a non-empty \"query\"")
