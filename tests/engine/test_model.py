@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 
-import numpy as np
 import pytest
 import torch
 
@@ -281,3 +280,22 @@ def test_steps_must_stay_below_the_training_timesteps(tiny_model):
     with pytest.raises(InvalidArgument) as err:
         tiny_model.resolve(steps=train)
     assert err.value.name == "steps" and str(train) in str(err.value)
+
+
+def test_quality_preview_takes_the_models_preview_under_what_is_asked(tiny_model):
+    from noise2art.engine.settings import SamplingOverrides
+
+    saved = tiny_model.defaults, tiny_model.preview
+    tiny_model.defaults = SamplingOverrides(steps=20, guidance=5.0)
+    tiny_model.preview = SamplingOverrides(steps=6, scheduler="dpm++2m")
+    try:
+        full, preview = tiny_model.resolve(quality="full"), tiny_model.resolve(quality="preview")
+        assert (full.steps, full.guidance, full.scheduler) == (20, 5.0, None)
+        assert (preview.steps, preview.guidance, preview.scheduler) == (6, 5.0, "dpm++2m")
+        assert tiny_model.resolve(quality="preview", steps=4).steps == 4  # what is asked wins
+        # The settings that ran are what a record keeps: they repeat the preview without the word.
+        assert tiny_model.resolve(preview.as_overrides()) == preview
+        with pytest.raises(InvalidArgument, match="quality"):
+            tiny_model.resolve(quality="draft")
+    finally:
+        tiny_model.defaults, tiny_model.preview = saved

@@ -99,3 +99,34 @@ def test_a_prefetched_page_gives_way_to_the_page_someone_asks_for(client):
     # The resumed page is whole: results 8..15, one image each.
     page = full_page(client, stream["id"], 1, 8)
     assert [i["idx"] for i in page["images"]] == list(range(8, 16)) and len({i["id"] for i in page["images"]}) == 8
+
+
+def test_a_preview_stream_renders_at_the_models_preview_and_an_image_renders_again_at_full_quality(
+        client, tiny_model):
+    from noise2art.engine.settings import SamplingOverrides
+
+    saved = tiny_model.defaults, tiny_model.preview
+    tiny_model.defaults, tiny_model.preview = SamplingOverrides(steps=3), SamplingOverrides(steps=2, scheduler="euler")
+    try:
+        health = client.get("/api/v1/health").json()
+        assert health["defaults"]["steps"] == 3 and health["preview"] == {**health["defaults"], "steps": 2,
+                                                                           "scheduler": "euler"}
+        stream = client.post("/api/v1/streams", json={"query": "a red ball", "quality": "preview"}).json()
+        assert stream["settings"]["steps"] == 2 and stream["settings"]["scheduler"] == "euler"
+        preview = full_page(client, stream["id"], 0, size=2)["images"][0]
+        r = client.post(f"/api/v1/images/{preview['id']}/render", json={})
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["job_id"])
+        assert job["status"] == "completed", job
+        before = client.get(f"/api/v1/images/{preview['id']}").json()
+        after = client.get(f"/api/v1/images/{job['result']['image_ids'][0]}").json()
+        assert (after["steps"], after["scheduler"], after["method"]) == (3, "default", "generate")
+        assert (after["seed"], after["embedding_id"]) == (before["seed"], before["embedding_id"])
+        # A "like" result mixes its anchor's noise: its seed alone does not give it.
+        like = client.post("/api/v1/streams", json={"like": preview["id"], "steps": 2}).json()
+        moved = full_page(client, like["id"], 0, size=2)["images"][1]
+        r = client.post(f"/api/v1/images/{moved['id']}/render", json={})
+        assert r.status_code == 422 and "like result" in r.text
+        assert client.post("/api/v1/images/0123456789abcdef/render", json={}).status_code == 404
+    finally:
+        tiny_model.defaults, tiny_model.preview = saved

@@ -55,6 +55,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, *, steps_help: str = "the
                         "model on a CPU with native bf16, else the model's dtype), model, bf16; "
                         "benchmarks/RESULTS.md has the speed and pixel differences"
                         + (f"; {precision_note}" if precision_note else ""))
+    parser.add_argument("--quality", choices=("full", "preview"), default=None,
+                        help="full (default: the model's settings) or preview (its few-step preview settings; "
+                        "the settings that ran are recorded, so --from repeats a preview exactly)")
 
 
 def sampling_overrides(args, **fixed):
@@ -70,7 +73,8 @@ def sampling_overrides(args, **fixed):
         height, width = V.parse_size(args.size)
     given = dict(steps=getattr(args, "steps", None), guidance=getattr(args, "guidance", None),
                  scheduler=getattr(args, "scheduler", None), height=height, width=width,
-                 batch_size=getattr(args, "batch_size", None), precision=getattr(args, "precision", None) or "auto")
+                 batch_size=getattr(args, "batch_size", None), precision=getattr(args, "precision", None) or "auto",
+                 quality=getattr(args, "quality", None))
     given.update(fixed)
     if given["batch_size"] is not None and given["batch_size"] < 1:
         raise InvalidArgument("batch-size", f"must be >= 1, got {given['batch_size']}")

@@ -170,17 +170,22 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
     folder = Path(folder)
     index = _read_json(folder / "model_index.json")
     extra_spec = _read_json(folder / "noise2art.json") if (folder / "noise2art.json").is_file() else {}
-    for part in ("unet", "vae", "scheduler"):
+    base, extra_spec = _with_base(folder, extra_spec, model_id)
+    for part in ("unet", "scheduler"):
         if not (folder / part).is_dir():
             raise ModelLoadError(f"model '{model_id}' is missing its '{part}/' folder in {folder}")
+    vae_folder = folder if (folder / "vae").is_dir() or base is None else base
+    if not (vae_folder / "vae").is_dir():
+        raise ModelLoadError(f"model '{model_id}' is missing its 'vae/' folder in {folder}")
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(vae_folder, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
         text = _load_text_encoder(folder, index, extra_spec.get("text_encoder"), device, dtype)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(f"cannot load model '{model_id}' from {folder}: {str(exc).splitlines()[0]}") from None
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
     defaults = SamplingOverrides.from_dict(extra_spec.get("defaults"))
+    preview = SamplingOverrides.from_dict(extra_spec.get("preview"))
     model = Model(
         model_id=model_id,
         unet=unet.to(device, dtype).eval().requires_grad_(False),
@@ -190,13 +195,43 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
         device=device,
         dtype=dtype,
         defaults=defaults,
+        preview=preview,
         source=str(folder),
-        vocabulary=_read_vocabulary(folder / "vocabulary.json", model_id),
+        vocabulary=_read_vocabulary(_own_or_base(folder, base, "vocabulary.json"), model_id),
     )
     from noise2art.engine import companions
 
-    companions.attach(model, folder, extra_spec)
+    companions.attach(model, folder if base is None or "companions" in extra_spec.get("own", ()) else base,
+                      extra_spec)
     return model
+
+
+def _own_or_base(folder: Path, base: Path | None, name: str) -> Path:
+    return folder / name if (folder / name).exists() or base is None else base / name
+
+
+def _with_base(folder: Path, spec: dict, model_id: str) -> tuple[Path | None, dict]:
+    """A model folder whose `noise2art.json` names a `base` (an embedded model) takes from
+    that model's folder what it does not hold itself: the autoencoder, the text encoder
+    spec, the vocabulary and the companions (a distilled student ships only its UNet).
+
+    Returns the base folder (None without a base) and the spec with the base's entries
+    filled in; `spec["own"]` lists what the folder's spec gave itself.
+    """
+    name = spec.get("base")
+    if name is None:
+        return None, spec
+    embedded = registry.canonical_name(str(name))
+    if embedded is None:  # only registry names: a model folder never points the loader at a path
+        raise ModelLoadError(f"model '{model_id}': base {name!r} is not an embedded model "
+                             f"({', '.join(registry.known_names())})")
+    base = registry.embedded_path(embedded)
+    if base.resolve() == folder.resolve():
+        raise ModelLoadError(f"model '{model_id}' names itself as its base")
+    base_spec = _read_json(base / "noise2art.json") if (base / "noise2art.json").is_file() else {}
+    merged = {**{k: v for k, v in base_spec.items() if k in ("text_encoder", "companions")}, **spec,
+              "own": [k for k in ("text_encoder", "companions") if k in spec]}
+    return base, merged
 
 
 def load_single_file(path: Path, device: torch.device, dtype: torch.dtype, config=None) -> Model:

@@ -39,6 +39,9 @@ class Model:
         device, dtype: where and in what precision the networks run.
         defaults: the model's recommended steps / guidance / scheduler (`SamplingOverrides`;
             a None scheduler is the folder's own scheduler config).
+        preview: the settings of `quality="preview"` on top of the defaults (fewer UNet
+            calls, the fastest setting that keeps quality as benchmarks/bench_fewstep.py
+            measures it); the folder's `noise2art.json` "preview", empty when it has none.
         companions: the networks beside the denoiser (world CLIP, aesthetic head, attribute
             classifiers, ...), a `Companions`.
         vocabulary: the words feedback sessions draw on, from the model folder's
@@ -55,6 +58,7 @@ class Model:
     device: torch.device
     dtype: torch.dtype
     defaults: SamplingOverrides = field(default_factory=SamplingOverrides)
+    preview: SamplingOverrides = field(default_factory=SamplingOverrides)
     companions: Companions = field(default_factory=Companions)
     source: str = ""
     vocabulary: dict | None = None
@@ -198,7 +202,8 @@ class Model:
         if isinstance(overrides, SampleSettings):
             overrides = overrides.as_overrides()
         asked = (overrides or SamplingOverrides()).merged(SamplingOverrides(**fields)).check()
-        given = self.defaults.merged(asked)
+        base = self.defaults.merged(self.preview) if asked.quality == "preview" else self.defaults
+        given = base.merged(asked)
         steps = V.check_steps(30 if given.steps is None else given.steps)
         train_steps = int(self.scheduler_config.get("num_train_timesteps", 1000))
         if steps >= train_steps:

@@ -19,6 +19,9 @@ from noise2art.errors import InvalidArgument
 FOLDER_SCHEDULER = "default"
 
 
+QUALITIES = ("full", "preview")
+
+
 @dataclass(frozen=True)
 class SamplingOverrides:
     """Sampling settings a caller asks for; None takes the model's.
@@ -32,6 +35,9 @@ class SamplingOverrides:
         eta: DDIM eta.
         precision: the denoiser's dtype, "model" | "bf16" | "auto".
         batch_size: samples per UNet batch; None fits a memory budget.
+        quality: "full" (the model's defaults) or "preview" (its preview settings, fewer
+            UNet calls, for results a person scrolls or scrubs past; `Model.preview`).
+            The settings that ran are recorded, never the word, so a preview repeats exactly.
     """
 
     steps: int | None = None
@@ -42,6 +48,7 @@ class SamplingOverrides:
     eta: float | None = None
     precision: str | None = None
     batch_size: int | None = None
+    quality: str | None = None
 
     def __post_init__(self):
         if self.scheduler == FOLDER_SCHEDULER:
@@ -60,6 +67,8 @@ class SamplingOverrides:
             check_scheduler(self.scheduler)
         if self.precision is not None:
             check_precision(self.precision)
+        if self.quality is not None and self.quality not in QUALITIES:
+            raise InvalidArgument("quality", f"must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
                                             or self.batch_size < 1):
             raise InvalidArgument("batch_size", f"must be an integer >= 1, got {self.batch_size!r}")

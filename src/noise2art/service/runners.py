@@ -25,7 +25,7 @@ def sampling_of(request: dict, **fixed) -> SamplingOverrides:
     """The sampling fields of a request (`schemas.Sampling`) as overrides; `fixed` wins."""
     given = dict(steps=request.get("steps"), guidance=request.get("guidance"), scheduler=request.get("scheduler"),
                  width=request.get("width"), height=request.get("height"),
-                 precision=request.get("precision") or "auto")
+                 precision=request.get("precision") or "auto", quality=request.get("quality"))
     return SamplingOverrides(**{**given, **fixed})
 
 
@@ -164,7 +164,8 @@ def run_optimize(ctx) -> dict:
                                 "metric": metric.name})
         ctx.progress((i + 1) / total, force=True)
 
-    result = optimize(ctx.model, emb, config, callback=callback, cancel=ctx.canceled)
+    result = optimize(ctx.model, emb, config, callback=callback, cancel=ctx.canceled,
+                      on_images=lambda i, images: ctx.frame(i, images[0]))
     best_id = save_embedding(ctx.model, ctx.store, result.embedding, source="optimize", owner=ctx.owner,
                              job_id=ctx.job["id"])
     images = {}
@@ -290,6 +291,8 @@ def build_stream(model, store: Store, request: dict, owner: str):
                             min_similarity=request.get("min_similarity", 0.9))
     ids = [request["like"]] if kind == "like" else request[kind]
     anchors = [_image_anchor(model, store, i, owner, kind) for i in ids]
+    if asked.quality == "preview":  # the preview's own steps, guidance and scheduler, not the images'
+        anchors[0] = (anchors[0][0], dataclasses.replace(anchors[0][1], steps=None, guidance=None, scheduler=None))
     config.sampling = anchors[0][1].merged(SamplingOverrides(**{k: v for k, v in asked.given().items()
                                                                  if k != "precision" or request.get("precision")}))
     build = {"like": Stream.like, "between": Stream.between, "beyond": Stream.beyond}[kind]

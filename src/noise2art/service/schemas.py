@@ -34,6 +34,9 @@ class Sampling(Strict):
     width: int | None = Field(None, ge=8, le=2048)
     height: int | None = Field(None, ge=8, le=2048)
     precision: Literal["auto", "model", "bf16"] | None = None
+    quality: Literal["full", "preview"] | None = Field(
+        None, description="preview: the model's few-step preview settings (GET /api/v1/health lists them); "
+        "the image records the settings that ran")
 
 
 class Source(Strict):
@@ -56,6 +59,13 @@ class GenerateRequest(Sampling, Source):
 
     negative: Prompt = ""
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=256)
+    priority: Priority = "interactive"
+
+
+class RenderRequest(Sampling):
+    """`POST /api/v1/images/{id}/render`: the image's embedding and seed at these settings
+    (quality "full" unless given; its own size unless given)."""
+
     priority: Priority = "interactive"
 
 
@@ -87,6 +97,8 @@ class Health(BaseModel):
     version: str
     queued: int
     users: bool
+    defaults: dict = Field(default_factory=dict, description="the model's sampling settings (quality full)")
+    preview: dict = Field(default_factory=dict, description="the settings quality preview runs (on top of defaults)")
 
 
 class ImageView(BaseModel):

@@ -98,8 +98,11 @@ JOB_RESPONSES = {202: {"model": S.JobCreated}, 422: {"model": S.Error}, 429: {"m
 @router.get("/health", response_model=S.Health)
 def health(request: Request) -> S.Health:
     state = _state(request)
-    return S.Health(status="ok", model=state.model.model_id, version=__version__, queued=state.store.count_pending(),
-                    users=state.store.has_users())
+    model = state.model
+    settings = {q: model.resolve(quality=q) for q in ("full", "preview")}
+    shown = {q: {"steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler_label} for q, s in settings.items()}
+    return S.Health(status="ok", model=model.model_id, version=__version__, queued=state.store.count_pending(),
+                    users=state.store.has_users(), defaults=shown["full"], preview=shown["preview"])
 
 
 @router.post("/generate", status_code=202, responses=JOB_RESPONSES)
@@ -125,6 +128,20 @@ def get_job(request: Request, job_id: IdPath, owner: Owner) -> S.JobView:
     if job is None:
         raise HTTPException(404, f"no job {job_id}")
     return _job_view(job)
+
+
+@router.get("/jobs/{job_id}/frame.png", responses={404: {"model": S.Error}, 200: {"content": {"image/png": {}}}})
+def job_frame(request: Request, job_id: IdPath, owner: Owner) -> Response:
+    """The job's latest picture while it runs (an optimisation's current image), never cached."""
+    state = _state(request)
+    if state.store.get_job(job_id, owner) is None:
+        raise HTTPException(404, f"no job {job_id}")
+    frame = state.worker.frames.get(job_id)
+    if frame is None:
+        raise HTTPException(404, f"job {job_id} has shown no picture (or it is no longer kept)")
+    iteration, png = frame
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Iteration": str(iteration),
+                                                          "X-Content-Type-Options": "nosniff"})
 
 
 @router.delete("/jobs/{job_id}", response_model=S.JobView, responses={404: {"model": S.Error}})

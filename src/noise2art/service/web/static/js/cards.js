@@ -1,6 +1,6 @@
 // Image cards and what they do: like, more like this, pick A / B (between / beyond),
 // steer toward a concept, open (the detail panel). Used by Search, Library and Feed.
-import { api, el, fail, say, siteUrl } from "./common.js";
+import { api, el, fail, health, say, siteUrl, STEPS, watchJob } from "./common.js";
 
 const details = new Map(); // image id -> GET /api/v1/images/{id}
 
@@ -146,6 +146,34 @@ export async function openDetails(id) {
     el("pre", { class: "infotext", "aria-label": "Parameters (infotext)", text: d.parameters || "" }), links);
   dialog.querySelector("h2").textContent = d.prompt || "Image";
   if (!dialog.open) dialog.showModal();
+  fullQuality(d, dialog).catch(fail);
+}
+
+/** Full quality on open: an image made at other settings than the model's full ones
+ * (a preview while scrolling) is rendered again at full quality, same embedding and seed,
+ * and the panel then shows that image's record. */
+async function fullQuality(d, dialog) {
+  if (STEPS) return; // the page asks for its own steps (?steps=): that is the quality wanted
+  const full = (await health()).defaults;
+  const same = d.steps === full.steps && d.guidance === full.guidance && d.scheduler === full.scheduler;
+  if (same || d.model_id !== (await health()).model || !["generate", "search"].includes(d.method)) return;
+  const note = el("p", { class: "full-quality", role: "status",
+    text: `Preview (${d.steps} steps, ${d.scheduler}); rendering at full quality (${full.steps} steps, ${full.scheduler})…` });
+  dialog.querySelector(".details-body").prepend(note);
+  // By id, not by seed: a seed above 2**53 does not survive a JavaScript number.
+  let data;
+  try {
+    ({ data } = await api(`/api/v1/images/${d.id}/render`, { method: "POST", body: {} }));
+  } catch (err) {
+    note.remove(); // 422: a result around other images, which its embedding and seed alone do not give
+    if (err.status !== 422) throw err;
+    return;
+  }
+  const job = await watchJob(data.job_id);
+  const id = job.result && job.result.image_ids && job.result.image_ids[0];
+  if (!dialog.open || !dialog.querySelector(".details-body").contains(note)) return; // closed or moved on
+  if (job.status !== "completed" || !id) { note.textContent = `Full quality failed: ${job.error || job.status}`; return; }
+  await openDetails(id);
 }
 
 // --------------------------------------------------------------------------- steer

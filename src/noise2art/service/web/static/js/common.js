@@ -4,7 +4,7 @@
 
 export const FINAL = ["completed", "failed", "canceled", "interrupted"];
 const TERMINAL_EVENTS = ["job.completed", "job.failed", "job.canceled", "job.interrupted"];
-const EVENTS = ["job.queued", "job.started", "job.progress", "job.image", "job.metric"];
+const EVENTS = ["job.queued", "job.started", "job.progress", "job.image", "job.metric", "job.frame"];
 
 export const params = new URLSearchParams(location.search);
 
@@ -13,6 +13,22 @@ export const STEPS = (() => {
   const n = parseInt(params.get("steps") || "", 10);
   return Number.isFinite(n) && n > 0 ? n : null;
 })();
+
+/** The sampling fields of a request made while a person scrolls: `?steps=` when the page
+ * URL gives it, else the model's preview quality (few steps; an opened image is rendered
+ * again at full quality). */
+export function scrolling(body) {
+  if (STEPS) body.steps = STEPS;
+  else body.quality = "preview";
+  return body;
+}
+
+let healthOnce = null;
+/** `GET /api/v1/health` once per page: the model and its full and preview settings. */
+export function health() {
+  if (!healthOnce) healthOnce = api("/api/v1/health").then((r) => r.data).catch((err) => { healthOnce = null; throw err; });
+  return healthOnce;
+}
 
 /** A URL on this site keeping `?steps=` (and adding `extra` query parameters). */
 export function siteUrl(path, extra = {}) {

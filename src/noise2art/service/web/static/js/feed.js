@@ -2,7 +2,7 @@
 // reload resumes it). One column of items, each with why it was picked; Like / Skip (keys
 // l / s on the current item, j / k move) and the time an item was on screen (more than 1 s,
 // sent when it leaves the viewport) teach the feed; scrolling near the end loads more.
-import { api, el, fail, params, say, siteUrl, STEPS, watchJob } from "./common.js";
+import { api, el, fail, params, say, scrolling, siteUrl, watchJob } from "./common.js";
 
 export const FEEDS = "/api/v1/feeds";
 const PAGE = 6;
@@ -183,8 +183,7 @@ function bind() {
     if (!form.reportValidity()) return;
     const topics = form.elements.topics.value.split(/[\n,]/).map((t) => t.trim()).filter(Boolean);
     if (!topics.length) { fail("Give at least one topic."); return; }
-    const body = { topics, serendipity: Number(serendipity.value) };
-    if (STEPS) body.steps = STEPS;
+    const body = scrolling({ topics, serendipity: Number(serendipity.value) });
     const start = document.getElementById("start");
     start.disabled = true;
     say("Starting a feed…");

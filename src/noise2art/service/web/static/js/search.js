@@ -1,7 +1,7 @@
 // Search (/): a stream of the infinite index, page by page, with infinite scroll.
 // The URL holds the request (?q=&toward=, ?like=, ?between=a,b, ?beyond=a,b), so a reload
 // or a shared link shows the same results.
-import { api, el, fail, params, say, searchShortcut, STEPS, watchJob } from "./common.js";
+import { api, el, fail, params, say, scrolling, searchShortcut, watchJob } from "./common.js";
 import { bindCards, detailsOf, fillCard, placeholder } from "./cards.js";
 
 const SIZE = 24;
@@ -24,8 +24,7 @@ function request() {
   } else if (params.get("like")) body = { like: params.get("like").trim() };
   else if (pair("between")) body = { between: pair("between") };
   else if (pair("beyond")) body = { beyond: pair("beyond") };
-  if (body && STEPS) body.steps = STEPS;
-  return body;
+  return body && scrolling(body);
 }
 
 async function describeAnchors(body) {
