@@ -683,6 +683,18 @@ def test_optimize_job_reports_metric_events(client):
     metrics = [e for e in sse_events(client.get(f"/api/v1/jobs/{job_id}/events").text) if e["event"] == "job.metric"]
     assert metrics and all(isinstance(e["data"]["score"], float) for e in metrics)
     assert all(e["data"]["metric"] == result["metric"] for e in metrics)
+    # The current picture after each iteration: a job.frame event and the latest as a PNG.
+    frames = [e["data"] for e in sse_events(client.get(f"/api/v1/jobs/{job_id}/events").text)
+              if e["event"] == "job.frame"]
+    assert [f["iteration"] for f in frames] == [0, 1]
+    png = client.get(frames[-1]["url"])
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    assert png.headers["x-iteration"] == "1" and png.headers["cache-control"] == "no-store"
+    assert png.content.startswith(b"\x89PNG")
+    gen = post_job(client, {"prompt": "a red ball", "steps": 2})
+    wait_job(client, gen)
+    assert client.get(f"/api/v1/jobs/{gen}/frame.png").status_code == 404  # it showed no picture
+    assert client.get("/api/v1/jobs/0123456789abcdef/frame.png").status_code == 404
     r = client.post("/api/v1/optimize", json={"prompt": "a", "metric": "no-such-metric"})
     assert r.status_code == 422 and error_fields(r) == ["metric"]
 

@@ -137,6 +137,9 @@ def test_the_optimize_chart_grows_with_each_iteration(page, server):
     page.wait_for_function("() => document.querySelectorAll('#chart circle.point').length >= 3", timeout=45_000)
     page.locator("#compare").wait_for(state="visible", timeout=45_000)
     wait_loaded(page, 2, "#compare img")
+    # The current picture followed the run, iteration by iteration.
+    assert page.locator("#current").get_attribute("data-iteration") == "2"
+    wait_loaded(page, 1, "#current img")
     # What the picture kept is shown beside the score (the tiny test model has no classifiers).
     kept = page.locator("#kept").inner_text()
     assert "prompt adherence n/a" in kept and "distance to the initial image" in kept
@@ -229,3 +232,38 @@ def test_an_invariant_run_toward_an_uploaded_image(page, server, tmp_path):
     assert shown.get_attribute("src").startswith("/api/v1/artifacts/")
     assert "uploaded image" in shown.get_attribute("alt")
     wait_loaded(page, 4, "#compare img")  # the target and two seeds after (and before)
+
+
+@pytest.fixture
+def preview_settings(tiny_model):
+    """The tiny model with a preview (2 steps) apart from its full quality (3 steps)."""
+    from noise2art.engine.settings import SamplingOverrides
+
+    saved = tiny_model.defaults, tiny_model.preview
+    tiny_model.defaults = tiny_model.defaults.merged(SamplingOverrides(steps=3))
+    tiny_model.preview = SamplingOverrides(steps=2)
+    yield
+    tiny_model.defaults, tiny_model.preview = saved
+
+
+STEPS_SHOWN = """() => {
+  const dt = [...document.querySelectorAll('#details dt')].find(d => d.textContent === 'Steps');
+  return dt ? Number(dt.nextElementSibling.textContent) : null;
+}"""
+
+
+def test_search_shows_previews_and_an_opened_image_at_full_quality(page, server, preview_settings):
+    page.goto(f"{server.url}/?q=a+blue+cube")  # no ?steps=: the page asks for the preview quality
+    wait_loaded(page, 24)
+    card = page.locator("#results .card[data-id]").first
+    preview_id = card.get_attribute("data-id")
+    record = page.request.get(f"{server.url}/api/v1/images/{preview_id}").json()
+    assert record["steps"] == 2
+    card.locator('[data-action="open"]').click()
+    # The panel shows the preview's record, then the same embedding and seed at full quality.
+    page.wait_for_function(f"() => ({STEPS_SHOWN})() === 3", timeout=30_000)
+    src = page.locator("#details .details-body img").get_attribute("src")
+    full_id = src.rsplit("/", 1)[-1].removesuffix(".png")
+    assert full_id != preview_id
+    full = page.request.get(f"{server.url}/api/v1/images/{full_id}").json()
+    assert (full["seed"], full["embedding_id"], full["steps"]) == (record["seed"], record["embedding_id"], 3)

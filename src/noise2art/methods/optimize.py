@@ -258,6 +258,7 @@ def optimize(
     config: OptimizeConfig | None = None,
     callback: ProgressCallback | None = None,
     cancel: CancelCheck | None = None,
+    on_images=None,
 ) -> OptimizeResult:
     """Gradient ascent on rows 1..L-1 of a prompt embedding's cond and uncond states.
 
@@ -270,6 +271,8 @@ def optimize(
         callback: `callback(iteration, total, score, best)` after each scored iteration.
         cancel: checked between iterations and between denoising steps; True ends the run
             with `stop_reason="cancelled"` and the best iterate so far (no exception).
+        on_images: `on_images(iteration, images [S, 3, H, W] in [0, 1], on the CPU)` after
+            each scored iteration: the current pictures, for a live view.
 
     Returns:
         `OptimizeResult`. A NaN score or gradient ends the run early, keeping the last
@@ -356,6 +359,8 @@ def optimize(
             kept["best"] = scored.images
         if config.trajectory_every and (i % config.trajectory_every == 0 or i == total - 1):
             trajectory[i] = scored.images
+        if on_images is not None:
+            on_images(i, scored.images)
         if callback is not None:
             callback(i, total, record.scores[-1], record.scores[record.best_iteration])
 

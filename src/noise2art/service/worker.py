@@ -69,6 +69,38 @@ class GenerateState:
         return dataclasses.replace(self.settings, batch_size=0)
 
 
+class Frames:
+    """The latest picture of each of the last `keep` jobs that showed one, as small PNGs in
+    memory (a live view, not a record: the stored images are the job's result)."""
+
+    def __init__(self, keep: int = 32, side: int = 256):
+        from collections import OrderedDict
+
+        self.keep, self.side = keep, side
+        self._frames: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, job_id: str, iteration: int, image: torch.Tensor) -> None:
+        import io
+
+        from PIL import Image
+
+        array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+        picture = Image.fromarray(array)
+        picture.thumbnail((self.side, self.side))  # bounded whatever the model's size
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        with self._lock:
+            self._frames[job_id] = (iteration, buffer.getvalue())
+            self._frames.move_to_end(job_id)
+            while len(self._frames) > self.keep:
+                self._frames.popitem(last=False)
+
+    def get(self, job_id: str) -> tuple[int, bytes] | None:
+        with self._lock:
+            return self._frames.get(job_id)
+
+
 class JobContext:
     """What a method runner gets: the model, the store, events, progress and cancel."""
 
@@ -86,6 +118,12 @@ class JobContext:
 
     def emit(self, type_: str, data: dict) -> None:
         self.worker.emit(type_, {"job_id": self.job["id"], **data}, self.job)
+
+    def frame(self, iteration: int, image: torch.Tensor) -> None:
+        """Show the job's current picture: `image` `[3, H, W]` in [0, 1] becomes the PNG at
+        `GET /api/v1/jobs/{id}/frame.png` (kept in memory, the latest only) and a `job.frame` event."""
+        self.worker.frames.put(self.job["id"], iteration, image)
+        self.emit("job.frame", {"iteration": iteration, "url": f"/api/v1/jobs/{self.job['id']}/frame.png?i={iteration}"})
 
     def should_yield(self) -> bool:
         """Whether a job of higher priority waits (cheap: one indexed query)."""
@@ -130,6 +168,7 @@ class Worker:
         # Objects the worker builds from the model and reuses (streams of the index, ...):
         # touched on the worker thread only.
         self.cache: dict = {}
+        self.frames = Frames()
         # Where generate batches render: None for this process's model, else a callable
         # `(embeddings, seeds, settings) -> (images [N, 3, H, W], settings ran, batch seeds)`
         # (`serve --ray`: a Ray Serve deployment that batches many servers' requests).

@@ -263,6 +263,29 @@ def image(request: Request, image_id: IdPath, owner: Owner) -> S.ImageView:
     return _image_view(row, _state(request).store.liked(image_id, owner))
 
 
+@router.post("/images/{image_id}/render", status_code=202, responses={**JOB_RESPONSES, 404: {"model": S.Error}})
+def render_again(request: Request, image_id: IdPath, body: S.RenderRequest, owner: Owner) -> Response:
+    """The image again from its embedding and seed at other settings (by default the model's
+    full quality: what the web app asks for when a preview is opened). A generate job."""
+    row = _image_row(request, image_id, owner)
+    stream = (row.get("extra") or {}).get("stream") or {}
+    if row["method"] not in ("generate", "search"):
+        raise InvalidArgument("image_id", f"image {image_id} is a {row['method']} result: only a generate or search "
+                                          "result renders again from its embedding and seed")
+    if stream.get("kind") not in (None, "query") or stream.get("toward"):
+        raise InvalidArgument("image_id", f"image {image_id} is a {stream.get('kind')} result"
+                                          f"{' steered toward a concept' if stream.get('toward') else ''}: its "
+                                          "embedding and seed alone do not give it")
+    if row["embedding_id"] is None:
+        raise InvalidArgument("image_id", f"image {image_id} has no stored embedding")
+    asked = body.model_dump(exclude={"priority"}, exclude_none=True)
+    job = S.GenerateRequest(embedding_id=row["embedding_id"], seeds=[row["seed"]],
+                            **{"width": row["width"], "height": row["height"], "quality": "full", **asked})
+    _check_sampling(request, job)
+    _check_embedding_id(request, job.embedding_id, owner)
+    return submit(request, owner, "generate", job.model_dump(exclude={"priority"}), body.priority)
+
+
 @router.put("/images/{image_id}/like", response_model=S.LikeView, responses={404: {"model": S.Error}})
 def like(request: Request, image_id: IdPath, owner: Owner) -> S.LikeView:
     _image_row(request, image_id, owner)

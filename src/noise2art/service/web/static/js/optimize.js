@@ -9,6 +9,7 @@ const chart = document.getElementById("chart");
 const caption = document.getElementById("chart-caption");
 const compare = document.getElementById("compare");
 const kept = document.getElementById("kept");
+const current = document.getElementById("current");
 let points = [];
 let prompt = "";
 
@@ -30,8 +31,17 @@ jobForm({
   },
   reset: () => {
     points = []; drawChart(chart, points); compare.hidden = true; kept.hidden = true; chart.dataset.points = "0";
+    current.hidden = true;
   },
   handlers: {
+    "job.frame": (d) => {
+      const img = current.querySelector("img");
+      img.src = d.url;
+      img.alt = `${prompt} (iteration ${d.iteration})`;
+      current.querySelector("figcaption").textContent = `Current image, iteration ${d.iteration}`;
+      current.dataset.iteration = String(d.iteration);
+      current.hidden = false;
+    },
     "job.metric": (d) => {
       points.push({ iteration: d.iteration, score: d.score, best: d.best });
       drawChart(chart, points);
