@@ -74,3 +74,30 @@ def test_unet_only_flags_reach_the_unet_stage(tmp_path, monkeypatch):
             "--focus", "snow=3", "--init-from", "some/model"]
     assert main(argv) == 0
     assert seen["init_from"] == "some/model" and seen["focus"] == {"snow": 3.0}
+
+
+@pytest.mark.parametrize("stage", ["unet", "all", "clip"])
+@pytest.mark.parametrize("flag, value", [("--teacher", "world-64"), ("--n-trajectories", "8")])
+def test_distillation_flags_are_refused_for_other_stages(tmp_path, capsys, stage, flag, value):
+    runs = tmp_path / "runs"
+    assert main(["world", "train", stage, "--runs", str(runs), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and "'fast'" in err and not runs.exists()
+
+
+def test_the_fast_stage_passes_its_flags_on_and_checks_them(tmp_path, capsys, monkeypatch):
+    from noise2art.world.training import distill
+
+    seen = {}
+    monkeypatch.setattr(distill, "train", lambda cfg: seen.update(cfg=cfg))
+    runs = tmp_path / "runs"
+    assert main(["world", "train", "fast", "--runs", str(runs), "--n-trajectories", "64", "--steps", "10",
+                 "--batch-size", "8", "--teacher", "embedded"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.run_dir, cfg.n_trajectories, cfg.steps, cfg.batch_size, cfg.teacher) == (
+        str(runs / "fast"), 64, 10, 8, "embedded")
+    assert main(["world", "train", "fast", "--runs", str(runs), "--teacher", "./some/folder"]) == 2
+    assert "unknown embedded model './some/folder'" in capsys.readouterr().err
+    assert main(["world", "train", "fast", "--runs", str(runs), "--n-trajectories", "0"]) == 2
+    assert main(["world", "export", "--fast", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
+    assert "train the 'fast' stage first" in capsys.readouterr().err

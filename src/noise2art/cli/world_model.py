@@ -12,7 +12,7 @@ from pathlib import Path
 
 from noise2art.errors import InvalidArgument
 
-STAGES = ("autoencoder", "unet", "clip", "aesthetic", "attributes", "all")
+STAGES = ("autoencoder", "unet", "clip", "aesthetic", "attributes", "all", "fast")
 
 
 def add_train(world_sub) -> None:
@@ -21,7 +21,8 @@ def add_train(world_sub) -> None:
         description="Train a network of the embedded model. Runs live in --runs/<stage>; an interrupted run "
         "resumes from its last checkpoint when started again with the same arguments. Uses a GPU when present.",
     )
-    p.add_argument("stage", choices=STAGES, help="which network ('all' trains them in order)")
+    p.add_argument("stage", choices=STAGES, help="which network ('all' trains the full model's in order; 'fast' "
+                   "distils the few-step student world-64-fast from an exported model, see --teacher)")
     p.add_argument("--runs", default="runs", help="folder of the run folders and the rendered data (default ./runs)")
     p.add_argument("--n-images", type=int, default=30000, help="rendered training images (default 30000)")
     p.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
@@ -32,6 +33,11 @@ def add_train(world_sub) -> None:
     p.add_argument("--focus", default=None, metavar="FAMILY=W,...",
                    help="unet: draw captions naming these attribute families W times as often "
                    "(e.g. snow=3,color=2)")
+    p.add_argument("--teacher", default=None,
+                   help="fast: the model to distil (registry name, default world-64); its trajectories are "
+                   "written to --runs/fast/trajectories first")
+    p.add_argument("--n-trajectories", type=int, default=None,
+                   help="fast: teacher trajectories to distil from (default 8192)")
     p.set_defaults(func=_train)
 
 
@@ -42,6 +48,9 @@ def add_export(world_sub) -> None:
     p.add_argument("--n-images", type=int, default=30000)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--notes", default=None, help="JSON object of training notes (wall times, hardware) to record")
+    p.add_argument("--fast", action="store_true",
+                   help="export the few-step student of --runs/fast (its UNet and defaults; the rest comes from "
+                   "its teacher, named as the folder's base)")
     p.set_defaults(func=_export)
 
 
@@ -89,18 +98,44 @@ def _override(cfg, args):
 
 
 def _check_unet_only(args) -> None:
-    """--focus and --init-from shape the UNet's training only; elsewhere they would be ignored, so refuse them."""
-    if args.stage in ("unet", "all"):
-        return
-    for flag, value in (("--focus", args.focus), ("--init-from", args.init_from)):
-        if value is not None:
-            raise InvalidArgument(flag, f"only the 'unet' stage (or 'all') uses it, not '{args.stage}'")
+    """Options that shape one stage's training only would be ignored elsewhere, so refuse them there."""
+    only = {("unet", "all"): (("--focus", args.focus), ("--init-from", args.init_from)),
+            ("fast",): (("--teacher", args.teacher), ("--n-trajectories", args.n_trajectories))}
+    for stages, flags in only.items():
+        if args.stage in stages:
+            continue
+        for flag, value in flags:
+            if value is not None:
+                raise InvalidArgument(flag, f"only the {' or '.join(repr(s) for s in stages)} stage uses it, "
+                                      f"not '{args.stage}'")
+
+
+def _distill_config(args):
+    from noise2art.engine import registry
+    from noise2art.world.training.distill import DistillConfig
+
+    cfg = DistillConfig(run_dir=str(Path(args.runs) / "fast"))
+    if args.teacher is not None:
+        if registry.canonical_name(args.teacher) is None:
+            raise InvalidArgument("teacher", f"unknown embedded model {args.teacher!r}; known: "
+                                  f"{', '.join(registry.known_names())}")
+        cfg.teacher = args.teacher
+    if args.n_trajectories is not None:
+        if args.n_trajectories < 1:
+            raise InvalidArgument("n-trajectories", f"must be >= 1, got {args.n_trajectories}")
+        cfg.n_trajectories = args.n_trajectories
+    return _override(cfg, args)
 
 
 def _train(args) -> int:
     from noise2art.world.training import autoencoder, companions, unet
 
     _check_unet_only(args)
+    if args.stage == "fast":
+        from noise2art.world.training import distill
+
+        distill.train(_distill_config(args))
+        return 0
     plan = _plan(args)
     stages = ["autoencoder", "unet", "clip", "aesthetic", "attributes"] if args.stage == "all" else [args.stage]
     clip = None
@@ -162,7 +197,12 @@ def _export(args) -> int:
             notes = json.loads(args.notes)
         except json.JSONDecodeError as exc:
             raise InvalidArgument("notes", f"not a JSON object: {exc}") from None
-    out = export(_plan(args), args.out, notes)
+    if args.fast:
+        from noise2art.world.training.distill import export_student, run_config
+
+        out = export_student(run_config(Path(args.runs) / "fast"), args.out, notes)
+    else:
+        out = export(_plan(args), args.out, notes)
     print(out)
     return 0
 

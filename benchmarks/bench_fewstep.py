@@ -1,0 +1,140 @@
+"""Few-step sampling: quality and time per scheduler and step count, and the distilled model.
+
+    python benchmarks/bench_fewstep.py [--prompts 40] [--seeds 2] [--steps 2,3,4,6,8,12]
+        [--schedulers ddim,euler,...] [--fast world-64-fast]
+
+For every scheduler at every step count, on the full model with its guidance: mean prompt
+adherence and the lowest families on held-out prompts (`world.evaluation.evaluate`), the
+world-CLIP Frechet distance to rendered references, UNet evaluations per image, and the
+time of one image and of a page of 24 (best of two). The reference row is the model's own
+default (DDIM, 20 steps). The distilled model (`--fast`) is measured the same way at its
+defaults, and its frames against the full model on the same seeds.
+
+The pick is the setting with the fewest UNet evaluations per image whose mean adherence
+is within 0.01 of the reference, every family >= 0.80 and Frechet distance <= 1.5x the
+reference's: the preview setting. Prints a Markdown report with date, machine and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+
+import torch
+
+# UNet evaluations per step; Heun's first step is one call, every other two.
+CALLS_PER_STEP = {"heun": 2}
+
+
+def unet_calls(scheduler: str, steps: int, guidance: float) -> int:
+    calls = steps * CALLS_PER_STEP.get(scheduler, 1) - (1 if scheduler == "heun" else 0)
+    return calls * (2 if guidance > 1 else 1)
+
+
+def timed(model, **settings) -> tuple[float, float]:
+    """Best of two: seconds for one image and for a page of 24 (prompt encoding included)."""
+    prompt = "a snow-capped mountain above a lake at sunset"
+    model.generate(prompt, seeds=[0], **settings)  # warm-up
+    one, page = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        model.generate(prompt, seeds=[0], **settings)
+        one.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        model.generate(prompt, seeds=list(range(24)), **settings)
+        page.append(time.perf_counter() - t0)
+    return min(one), min(page)
+
+
+def row(model, prompts, seeds: int, label: str, calls: int, **settings) -> dict:
+    from noise2art.world.evaluation import evaluate
+
+    one, page = timed(model, **settings)
+    report = evaluate(model, prompts, seeds=seeds, **settings)
+    worst = sorted(report.per_family.items(), key=lambda kv: kv[1])[:2]
+    return {"label": label, "calls": calls, "adherence": report.mean_adherence, "worst": worst,
+            "families": report.per_family, "frechet": report.frechet, "one": one, "page": page}
+
+
+def same_picture(fast, full, prompts, seeds: int) -> float:
+    """Mean world-CLIP cosine between the fast model's image and the full model's on the same prompt and seed."""
+    clip = full.companions.world_clip
+    sims = []
+    with torch.no_grad():
+        for prompt, _ in prompts:
+            a = clip.encode_image(fast.render(prompt, seeds=list(range(seeds))))
+            b = clip.encode_image(full.render(prompt, seeds=list(range(seeds))))
+            sims.append(torch.nn.functional.cosine_similarity(a, b).mean().item())
+    return sum(sims) / len(sims)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="world-64")
+    parser.add_argument("--fast", default="world-64-fast", help="the distilled model ('' to skip)")
+    parser.add_argument("--prompts", type=int, default=40)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", default="2,3,4,6,8,12")
+    parser.add_argument("--schedulers", default="ddim,euler,euler-a,dpm++2m,dpm++2m-karras,unipc,lms,pndm,heun")
+    args = parser.parse_args()
+
+    import noise2art
+    from noise2art.world.captions import parse
+    from noise2art.world.evaluation import held_out_prompts
+
+    model = noise2art.load_model(args.model, device="cpu")
+    prompts = [(p, parse(p)) for p in held_out_prompts(args.prompts)]
+    d = model.defaults
+    rows = [row(model, prompts, args.seeds, f"{d.scheduler} {d.steps} (default)",
+                unet_calls(d.scheduler, d.steps, d.guidance))]
+    ref = rows[0]
+    for scheduler in args.schedulers.split(","):
+        for steps in (int(s) for s in args.steps.split(",")):
+            print(f"[bench_fewstep] {scheduler} {steps}", file=sys.stderr, flush=True)
+            rows.append(row(model, prompts, args.seeds, f"{scheduler} {steps}",
+                            unet_calls(scheduler, steps, d.guidance), scheduler=scheduler, steps=steps))
+    fast_rows, similarity = [], None
+    if args.fast:
+        fast = noise2art.load_model(args.fast, device="cpu")
+        fd = fast.defaults
+        fast_rows.append(row(fast, prompts, args.seeds, f"{fast.model_id}: {fd.scheduler} {fd.steps}, guidance "
+                             f"{fd.guidance:g}", unet_calls(fd.scheduler, fd.steps, fd.guidance)))
+        similarity = same_picture(fast, model, prompts[:10], 4)
+
+    def keeps(r):
+        return (r["adherence"] >= ref["adherence"] - 0.01 and min(r["families"].values()) >= 0.80
+                and r["frechet"] <= 1.5 * ref["frechet"])
+
+    passing = [r for r in rows[1:] if keeps(r)]
+    pick = min(passing, key=lambda r: (r["calls"], r["one"])) if passing else None
+
+    print(f"## bench_fewstep — {datetime.date.today()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    print(f"command: python benchmarks/bench_fewstep.py {' '.join(sys.argv[1:])}")
+    print(f"model: {model.model_id}, guidance {d.guidance:g}; {args.prompts} held-out prompts x {args.seeds} seeds\n")
+    print("| setting | UNet calls | adherence | lowest families | Frechet | one image (s) | page of 24 (s) | keeps quality |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows + fast_rows:
+        worst = ", ".join(f"{f} {v:.2f}" for f, v in r["worst"])
+        print(f"| {r['label']} | {r['calls']} | {r['adherence']:.3f} | {worst} | {r['frechet']:.4f} | "
+              f"{r['one']:.3f} | {r['page']:.2f} | {'yes' if r is ref or keeps(r) else 'no'} |")
+    print()
+    if pick is not None:
+        print(f"preview pick (fewest UNet calls that keeps quality): **{pick['label']}** "
+              f"({pick['calls']} calls, one image {pick['one']:.3f} s, page {pick['page']:.2f} s)")
+    else:
+        print("preview pick: no setting keeps quality")
+    if fast_rows:
+        r = fast_rows[0]
+        print(f"\n{r['label']}: every family: " + ", ".join(f"{f} {v:.2f}" for f, v in r["families"].items()))
+        print(f"\nsame picture: world-CLIP cosine of {args.fast}'s image to {model.model_id}'s on the same prompt "
+              f"and seed, 10 prompts x 4 seeds: {similarity:.3f}")
+
+
+if __name__ == "__main__":
+    main()
