@@ -639,6 +639,28 @@ def test_interpolate_job(client):
     assert speed["ratio"] == pytest.approx(max(speed["distances"]) / (sum(speed["distances"]) / 2))
 
 
+def test_interpolate_between_stored_images_starts_and_ends_on_them(client):
+    def pixels(image_id):
+        with Image.open(io.BytesIO(client.get(f"/api/v1/images/{image_id}.png").content)) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.float32)
+
+    a = wait_job(client, post_job(client, {**GEN, "prompt": "a red ball", "seeds": [3]}))["result"]["image_ids"][0]
+    b = wait_job(client, post_job(client, {**GEN, "prompt": "a blue cube", "seeds": [5]}))["result"]["image_ids"][0]
+    job = wait_job(client, post_job(client, {"images": [a, b], "frames": 3, "steps": 2, "precision": "model",
+                                             "formats": []}, "/api/v1/interpolate"))
+    assert job["status"] == "completed", job
+    frames = job["result"]["image_ids"]
+    # Their embeddings, from the first image's seed to the last one's: the ends are the images.
+    assert np.abs(pixels(frames[0]) - pixels(a)).mean() < 1.0
+    assert np.abs(pixels(frames[-1]) - pixels(b)).mean() < 1.0
+    assert np.abs(pixels(frames[1]) - pixels(a)).mean() > 1.0
+    r = client.post("/api/v1/interpolate", json={"images": [a, frames[1]], "steps": 2})
+    assert r.status_code == 422 and "interpolate result" in r.text  # a frame is not given by its seed
+    r = client.post("/api/v1/interpolate", json={"images": [a, b], "keyframes": [{"prompt": "x"}]})
+    assert r.status_code == 422 and "keyframes or images" in r.text
+    assert client.post("/api/v1/interpolate", json={"images": [a, "0123456789abcdef"]}).status_code == 404
+
+
 def test_a_constant_speed_path_is_re_timed_and_reports_both_profiles(client):
     job = wait_job(client, post_job(client, {"keyframes": [{"prompt": "a red ball"}, {"prompt": "a blue cube"}],
                                              "frames": 4, "steps": 2, "constant_speed": True, "refine": 4},

@@ -267,3 +267,24 @@ def test_search_shows_previews_and_an_opened_image_at_full_quality(page, server,
     assert full_id != preview_id
     full = page.request.get(f"{server.url}/api/v1/images/{full_id}").json()
     assert (full["seed"], full["embedding_id"], full["steps"]) == (record["seed"], record["embedding_id"], 3)
+
+
+def test_two_picked_images_are_the_keyframes_of_an_interpolation(page, server):
+    search(page, server)
+    cards = page.locator("#results .card[data-id]")
+    a, b = cards.nth(0).get_attribute("data-id"), cards.nth(1).get_attribute("data-id")
+    cards.nth(0).locator('[data-action="pick-a"]').click()
+    cards.nth(1).locator('[data-action="pick-b"]').click()
+    page.locator('#picks [data-action="interpolate"]').click()
+    page.wait_for_url(re.compile(r"/interpolate\?images="))
+    assert page.locator("#keyframes").is_hidden()
+    wait_loaded(page, 2, "#keyframe-images img")
+    page.fill("#frames", "3")
+    page.click("#start")
+    page.locator("#viewer").wait_for(state="visible", timeout=45_000)
+    assert f"{QUERY} → {QUERY}" in page.locator("#frame").get_attribute("alt")
+    # The path starts on image A: its embedding and seed.
+    first = page.locator("#frame").get_attribute("src").rsplit("/", 1)[-1].removesuffix(".png")
+    start, picked = (page.request.get(f"{server.url}/api/v1/images/{i}").json() for i in (first, a))
+    assert start["method"] == "interpolate" and start["seed"] == picked["seed"]
+    assert page.request.get(f"{server.url}/api/v1/images/{b}").status == 200

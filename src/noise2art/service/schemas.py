@@ -184,9 +184,11 @@ class Error(BaseModel):
 
 
 class InterpolateRequest(Sampling):
-    """`POST /api/v1/interpolate`: frames along a path through keyframes (prompts or embeddings)."""
+    """`POST /api/v1/interpolate`: frames along a path through keyframes (prompts or embeddings),
+    or through stored images (`images`: their embeddings, from the first image's seed to the last's)."""
 
-    keyframes: list[Source] = Field(min_length=1, max_length=16)
+    keyframes: list[Source] = Field(default_factory=list, max_length=16)
+    images: list[Id] | None = Field(None, min_length=2, max_length=16)
     frames: int = Field(16, ge=2, le=240)
     method: Literal["slerp", "lerp", "blend"] = "slerp"
     range: tuple[float, float] = (0.0, 1.0)
@@ -198,6 +200,12 @@ class InterpolateRequest(Sampling):
     formats: list[Literal["gif", "mp4"]] = Field(default_factory=lambda: ["gif"], max_length=2)
     fps: float = Field(12.0, gt=0, le=60)
     priority: Priority = "interactive"
+
+    @model_validator(mode="after")
+    def _keyframes_or_images(self):
+        if bool(self.keyframes) == (self.images is not None):
+            raise ValueError("give keyframes or images (stored image ids), one of them")
+        return self
 
 
 class OptimizeRequest(Sampling, Source):

@@ -263,21 +263,28 @@ def image(request: Request, image_id: IdPath, owner: Owner) -> S.ImageView:
     return _image_view(row, _state(request).store.liked(image_id, owner))
 
 
+def _seeded_image(request: Request, image_id: str, owner: str, field: str) -> dict:
+    """The row of a stored image that its embedding and seed alone give again (a generate
+    or search result, not steered, not around other images), else 404 / 422 naming `field`."""
+    row = _image_row(request, image_id, owner)
+    stream = (row.get("extra") or {}).get("stream") or {}
+    if row["method"] not in ("generate", "search"):
+        raise InvalidArgument(field, f"image {image_id} is a {row['method']} result: only a generate or search "
+                                     "result is given again by its embedding and seed")
+    if stream.get("kind") not in (None, "query") or stream.get("toward"):
+        raise InvalidArgument(field, f"image {image_id} is a {stream.get('kind')} result"
+                                     f"{' steered toward a concept' if stream.get('toward') else ''}: its "
+                                     "embedding and seed alone do not give it")
+    if row["embedding_id"] is None:
+        raise InvalidArgument(field, f"image {image_id} has no stored embedding")
+    return row
+
+
 @router.post("/images/{image_id}/render", status_code=202, responses={**JOB_RESPONSES, 404: {"model": S.Error}})
 def render_again(request: Request, image_id: IdPath, body: S.RenderRequest, owner: Owner) -> Response:
     """The image again from its embedding and seed at other settings (by default the model's
     full quality: what the web app asks for when a preview is opened). A generate job."""
-    row = _image_row(request, image_id, owner)
-    stream = (row.get("extra") or {}).get("stream") or {}
-    if row["method"] not in ("generate", "search"):
-        raise InvalidArgument("image_id", f"image {image_id} is a {row['method']} result: only a generate or search "
-                                          "result renders again from its embedding and seed")
-    if stream.get("kind") not in (None, "query") or stream.get("toward"):
-        raise InvalidArgument("image_id", f"image {image_id} is a {stream.get('kind')} result"
-                                          f"{' steered toward a concept' if stream.get('toward') else ''}: its "
-                                          "embedding and seed alone do not give it")
-    if row["embedding_id"] is None:
-        raise InvalidArgument("image_id", f"image {image_id} has no stored embedding")
+    row = _seeded_image(request, image_id, owner, "image_id")
     asked = body.model_dump(exclude={"priority"}, exclude_none=True)
     job = S.GenerateRequest(embedding_id=row["embedding_id"], seeds=[row["seed"]],
                             **{"width": row["width"], "height": row["height"], "quality": "full", **asked})
@@ -469,6 +476,13 @@ def artifact(request: Request, artifact_id: IdPath, owner: Owner,
 @router.post("/interpolate", status_code=202, responses=JOB_RESPONSES)
 def interpolate(request: Request, body: S.InterpolateRequest, owner: Owner) -> Response:
     """Frames along the path through the keyframes, stored as images, plus GIF / MP4."""
+    if body.images is not None:
+        # Stored images as keyframes: their embeddings, from the first one's seed to the last one's.
+        rows = [_seeded_image(request, i, owner, "images") for i in body.images]
+        body = body.model_copy(update={
+            "images": None, "keyframes": [S.Source(embedding_id=r["embedding_id"]) for r in rows],
+            "seed": rows[0]["seed"] if "seed" not in body.model_fields_set else body.seed,
+            "seed_to": rows[-1]["seed"] if "seed_to" not in body.model_fields_set else body.seed_to})
     if len(body.keyframes) == 1 and body.seed_to is None:
         raise InvalidArgument("keyframes", "one keyframe makes a path only with a second seed (seed_to)")
     if not body.range[0] < body.range[1]:

@@ -89,6 +89,7 @@ function showPicks() {
   const both = Boolean(picks.a && picks.b);
   bar.querySelector('[data-action="between"]').disabled = !both;
   bar.querySelector('[data-action="beyond"]').disabled = !both;
+  bar.querySelector('[data-action="interpolate"]').disabled = !both;
 }
 
 function bindPicks() {
@@ -104,6 +105,8 @@ function bindPicks() {
       showPicks();
     } else if ((action === "between" || action === "beyond") && picks.a && picks.b) {
       location.assign(siteUrl("/", { [action]: `${picks.a.id},${picks.b.id}` }));
+    } else if (action === "interpolate" && picks.a && picks.b) {
+      location.assign(siteUrl("/interpolate", { images: `${picks.a.id},${picks.b.id}` }));
     }
   });
   showPicks();

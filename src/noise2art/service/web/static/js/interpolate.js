@@ -1,6 +1,7 @@
 // Interpolate (/interpolate): frames along a path through two or more keyframe prompts,
 // then a scrubber over the frames and the GIF.
-import { advanced, el, numberOf } from "./common.js";
+import { advanced, el, imageOf, numberOf, params } from "./common.js";
+import { detailsOf } from "./cards.js";
 import { drawChart } from "./chart.js";
 import { jobForm } from "./jobform.js";
 
@@ -17,6 +18,17 @@ let frames = [];
 let alphas = [];
 let alt = "";
 let counter = keyframes.querySelectorAll("input").length;
+
+// ?images=a,b (the A / B picks' "Interpolate"): stored images are the keyframes.
+const images = (params.get("images") || "").split(",").map((s) => s.trim()).filter(Boolean);
+if (images.length >= 2) {
+  keyframes.hidden = true;
+  keyframes.disabled = true; // its required inputs no longer block the form
+  document.getElementById("add-keyframe").hidden = true;
+  document.getElementById("from-images").hidden = false;
+  document.getElementById("keyframe-images").replaceChildren(...images.map((id) => imageOf(id, "keyframe")));
+  Promise.all(images.map((id) => detailsOf(id).then((d) => d.prompt).catch(() => id))).then((p) => { alt = p.join(" → "); });
+}
 
 function renumber() {
   keyframes.querySelectorAll(".keyframe").forEach((div, i) => {
@@ -73,14 +85,18 @@ jobForm({
   form,
   path: "/api/v1/interpolate",
   body: (f) => {
-    const prompts = [...f.querySelectorAll('input[name="keyframe"]')].map((i) => i.value.trim()).filter(Boolean);
-    if (prompts.length < 2) throw new Error("give at least two keyframe prompts");
     const lo = numberOf(f.elements.lo), hi = numberOf(f.elements.hi);
     if (!(lo < hi)) throw new Error("the range needs From below To");
+    const body = { frames: numberOf(f.elements.frames), range: [lo, hi], method: f.elements.method.value,
+      formats: ["gif"], constant_speed: f.elements.constant_speed.checked };
+    if (images.length >= 2) {
+      // The seeds come from the images (a seed may exceed what a JavaScript number holds).
+      return advanced(f, { ...body, images }, { seed: false });
+    }
+    const prompts = [...f.querySelectorAll('input[name="keyframe"]')].map((i) => i.value.trim()).filter(Boolean);
+    if (prompts.length < 2) throw new Error("give at least two keyframe prompts");
     alt = prompts.join(" → ");
-    return advanced(f, { keyframes: prompts.map((prompt) => ({ prompt })), frames: numberOf(f.elements.frames),
-      range: [lo, hi], method: f.elements.method.value, formats: ["gif"],
-      constant_speed: f.elements.constant_speed.checked });
+    return advanced(f, { ...body, keyframes: prompts.map((prompt) => ({ prompt })) });
   },
   reset: () => { viewer.hidden = true; },
   done: (job) => {
