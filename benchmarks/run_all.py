@@ -64,6 +64,8 @@ BENCHES = (
     Bench("optimize", "bench_optimize.py", "Metric optimization", ("--quick",)),
     Bench("invariant", "bench_invariant.py", "Seed-invariant embeddings", ("--quick",)),
     Bench("feedback", "bench_feedback.py", "Iterative human feedback", ("--quick",)),
+    Bench("fewstep", "bench_fewstep.py", "Few-step sampling and world-64-fast",
+          ("--prompts", "12", "--steps", "4,6,8", "--schedulers", "ddim,dpm++2m,unipc")),
 )
 
 

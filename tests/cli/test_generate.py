@@ -206,3 +206,26 @@ def test_flags_beside_from_override_and_are_recorded(tiny_sd_path, tmp_path, cap
 def test_seed_range_over_the_limit_names_the_limit(capsys):
     code, _, err = run(capsys, "generate", "a cat", "--seeds", "0..100000")
     assert code == 2 and "at most 10000 seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_quality_preview_runs_the_folders_preview_and_from_repeats_it(tiny_sd_path, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_sd_path, folder)
+    (folder / "noise2art.json").write_text(json.dumps({"defaults": {"steps": 4},
+                                                       "preview": {"steps": 2, "scheduler": "euler"}}))
+    code, out, _ = run(capsys, "generate", "a cat", "--model", str(folder), "--seed", "3", "--quality", "preview",
+                       "--out", str(tmp_path / "a"), "--json")
+    assert code == 0
+    made = json.loads(out)["images"][0]
+    with Image.open(made["path"]) as im:
+        info = parse_infotext(im.text["parameters"])
+    assert info["Steps"] == "2" and info["Sampler"] == "Euler"
+    code, out, _ = run(capsys, "generate", "--from", made["path"], "--out", str(tmp_path / "b"), "--json")
+    again = json.loads(out)["images"][0]["path"]
+    assert code == 0 and np.array_equal(np.asarray(Image.open(made["path"])), np.asarray(Image.open(again)))
+    code, out, _ = run(capsys, "generate", "a cat", "--model", str(folder), "--seed", "3", "--out",
+                       str(tmp_path / "c"), "--json")
+    with Image.open(json.loads(out)["images"][0]["path"]) as im:
+        assert parse_infotext(im.text["parameters"])["Steps"] == "4"  # full quality: the defaults

@@ -208,3 +208,16 @@ def test_single_file_checkpoint_missing_tensor_is_clear_error(tiny_sd_path, tmp_
         noise2art.load_model(path, device="cpu", config=tiny_sd_path)
     message = str(info.value)
     assert "short.safetensors" in message and "lacks" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("base, message", [("../world-64", "not an embedded model"),
+                                           ("/etc", "not an embedded model")])
+def test_a_model_folder_names_only_an_embedded_model_as_its_base(tmp_path, base, message):
+    import json
+
+    for part in ("unet", "scheduler"):
+        (tmp_path / part).mkdir()
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "noise2art.json").write_text(json.dumps({"base": base}))
+    with pytest.raises(ModelLoadError, match=message):
+        noise2art.load_model(str(tmp_path), device="cpu")
