@@ -13,7 +13,7 @@ from pathlib import Path
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 # name -> folder under src/noise2art/models
-EMBEDDED: dict[str, str] = {"world-64": "world-64"}
+EMBEDDED: dict[str, str] = {"world-64": "world-64", "world-64-fast": "world-64-fast"}
 ALIASES: dict[str, str] = {"embedded": "world-64", "default": "world-64"}
 DEFAULT_MODEL = "world-64"
 
