@@ -54,7 +54,9 @@ def row(model, prompts, seeds: int, label: str, calls: int, **settings) -> dict:
     from noise2art.world.evaluation import evaluate
 
     one, page = timed(model, **settings)
-    report = evaluate(model, prompts, seeds=seeds, **settings)
+    from noise2art.engine.settings import SamplingOverrides
+
+    report = evaluate(model, prompts, seeds=seeds, sampling=SamplingOverrides(**settings))
     worst = sorted(report.per_family.items(), key=lambda kv: kv[1])[:2]
     return {"label": label, "calls": calls, "adherence": report.mean_adherence, "worst": worst,
             "families": report.per_family, "frechet": report.frechet, "one": one, "page": page}
