@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from noise2art.cli.main import main
 
 
@@ -41,3 +43,19 @@ def test_feed_arguments(tiny_sd_path, tmp_path, capsys, monkeypatch):
     code, _, err = run(capsys, monkeypatch, "", "feed", "simulate", "--users", "2", "--items", "12", "--pool", "24",
                        "--model", str(tiny_sd_path), "--steps", "2")
     assert code == 2 and "attribute classifiers" in err
+
+
+@pytest.mark.slow
+def test_the_study_keeps_its_pool_and_loads_it_for_the_same_settings(tmp_path, capsys, monkeypatch):
+    """On the embedded model (it has the attribute classifiers), at 2 steps."""
+    pool = tmp_path / "pool.npz"
+    args = ("feed", "simulate", "--users", "2", "--items", "12", "--pool", "24", "--steps", "2", "--json",
+            "--pool-file", str(pool))
+    code, first, _ = run(capsys, monkeypatch, "", *args)
+    assert code == 0 and pool.is_file()
+    mtime = pool.stat().st_mtime_ns
+    code, again, _ = run(capsys, monkeypatch, "", *args)
+    assert code == 0 and json.loads(again) == json.loads(first) and pool.stat().st_mtime_ns == mtime
+    # Other settings render (and keep) another pool.
+    code, _, _ = run(capsys, monkeypatch, "", *args[:-5], "--steps", "3", "--json", "--pool-file", str(pool))
+    assert code == 0 and pool.stat().st_mtime_ns != mtime

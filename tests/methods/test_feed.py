@@ -103,3 +103,19 @@ def test_study_helpers():
     liked = [True] * 10 + [False] * 5 + [True] * 10
     assert recovery_items(liked, 10, window=5) == 10
     assert recovery_items([True] * 10 + [False] * 10, 10, window=5) is None
+
+
+def test_a_saved_pool_comes_back_only_under_the_settings_it_was_rendered_with(tmp_path):
+    from noise2art.methods.feed.simulation import load_pool, save_pool
+
+    pool, key = synthetic_pool(40), {"model": "tiny", "topics": ["a ball"], "seed": 0}
+    path = tmp_path / "pool.npz"
+    assert load_pool(path, key) is None  # nothing saved yet
+    save_pool(pool, path, key)
+    back = load_pool(path, dict(reversed(list(key.items()))))  # the key's order does not matter
+    np.testing.assert_array_equal(back.topic, pool.topic)
+    np.testing.assert_array_equal(back.z, pool.z)
+    np.testing.assert_array_equal(back.features, pool.features)
+    assert back.attributes == pool.attributes
+    assert load_pool(path, {**key, "seed": 1}) is None  # another pool's settings: render again
+    assert [p.name for p in tmp_path.iterdir()] == ["pool.npz"]  # no temporary file left

@@ -288,3 +288,20 @@ def test_two_picked_images_are_the_keyframes_of_an_interpolation(page, server):
     start, picked = (page.request.get(f"{server.url}/api/v1/images/{i}").json() for i in (first, a))
     assert start["method"] == "interpolate" and start["seed"] == picked["seed"]
     assert page.request.get(f"{server.url}/api/v1/images/{b}").status == 200
+
+
+def test_a_seed_beyond_what_a_javascript_number_holds_shows_every_digit(page, server):
+    seed = 2**63 - 25  # a double rounds it to 9223372036854775808
+    r = page.request.post(f"{server.url}/api/v1/generate",
+                          data={"prompt": "a green cone, exact seed", "steps": 2, "seeds": [seed]})
+    assert r.status == 202, r.text()
+    job_id = r.json()["job_id"]
+    wait_for(lambda: page.request.get(f"{server.url}/api/v1/jobs/{job_id}").json()["status"] == "completed")
+    image_id = page.request.get(f"{server.url}/api/v1/jobs/{job_id}").json()["result"]["image_ids"][0]
+    page.goto(f"{server.url}/library?q=exact+seed")
+    card = page.locator(f'#results .card[data-id="{image_id}"]')
+    card.locator("figcaption", has_text=f"seed {seed}").wait_for()
+    card.locator('[data-action="open"]').click()
+    page.locator("#details pre.infotext").wait_for()
+    assert str(seed) in page.locator("#details").inner_text()
+    assert "9223372036854775808" not in page.locator("#details").inner_text()

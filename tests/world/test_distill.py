@@ -58,10 +58,10 @@ def test_trajectories_hold_the_teachers_noise_and_final_latents(tmp_path, tiny_s
     cfg = _config(tmp_path, tiny_sd_path, teacher_guidance=3.0)
     folder = distill.make_trajectories(cfg, progress=False)
     assert sorted(p.name for p in folder.iterdir()) == ["0000.safetensors", "0001.safetensors"]
-    states, cond, timesteps = distill.load_trajectories(folder)
+    states, cond, timesteps, captions = distill.load_trajectories(folder)
     assert states.shape[:2] == (6, len(timesteps) + 1) and cond.shape[0] == 6
     seeds = [distill.SEED_BASE + j for j in range(6)]
-    captions = distill.trajectory_captions(cfg, 0, 6)
+    assert captions == distill.trajectory_captions(cfg, 0, 6)
     torch.testing.assert_close(states[:, 0], tiny_model.initial_noise(seeds).cpu())
     final = tiny_model.sample(tiny_model.encode(captions), seeds=seeds, pairing="zip", steps=8, guidance=3.0,
                               scheduler="ddim")
@@ -106,3 +106,24 @@ def test_training_resumes_from_its_checkpoint(tmp_path, tiny_sd_path):
     steps = [json.loads(line)["step"] for line in (tmp_path / "fast" / "log.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2]
     assert distill.run_config(tmp_path / "fast").teacher == str(tiny_sd_path)
+
+
+def test_a_resumed_run_records_its_new_length_and_focus(tmp_path, tiny_sd_path):
+    cfg = _config(tmp_path, tiny_sd_path, steps=1)
+    distill.train(cfg, progress=False)
+    cfg.steps, cfg.focus = 2, {"modifier": 3.0}
+    distill.train(cfg, progress=False)
+    resumed = distill.run_config(tmp_path / "fast")
+    assert (resumed.steps, resumed.focus) == (2, {"modifier": 3.0})
+    out = distill.export_student(resumed, tmp_path / "student")
+    notes = json.loads((out / "noise2art.json").read_text())["distillation"]
+    assert (notes["steps"], notes["focus"]) == (2, {"modifier": 3.0})
+
+
+def test_an_unknown_focus_family_is_refused_before_the_teacher_runs(tmp_path, tiny_sd_path):
+    from noise2art.errors import InvalidArgument
+
+    cfg = _config(tmp_path, tiny_sd_path, focus={"sparkle": 2.0})
+    with pytest.raises(InvalidArgument, match="sparkle"):
+        distill.train(cfg, progress=False)
+    assert not (tmp_path / "fast" / "trajectories").exists()

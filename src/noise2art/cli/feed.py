@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     p.add_argument("--items", type=int, default=300, help="simulate: items per user (default 300)")
     p.add_argument("--pool", type=int, default=None, help="simulate: rendered items the arms choose from "
                                                           "(default 4 x --items)")
+    p.add_argument("--pool-file", default=None, metavar="FILE.npz",
+                   help="simulate: keep the rendered pool here; a later study with the same model, topics, "
+                        "seed and settings loads it instead of rendering again")
     p.add_argument("--sweep", action="store_true", help="simulate: also sweep the serendipity rate "
                                                         "(0, 0.05, 0.1, 0.2, 0.4)")
     p.add_argument("--json", action="store_true", help="simulate: print one JSON object on stdout")
@@ -58,7 +61,8 @@ def _config(args):
 def run_simulate(args) -> int:
     from tqdm import tqdm
 
-    from noise2art.methods.feed.simulation import default_feed_factory, render_pool, study
+    from noise2art.methods.feed.simulation import (POOL_GEOMETRY, default_feed_factory, load_pool, render_pool,
+                                                   save_pool, study)
 
     topics = args.topics[1:] or ["a landscape", "a still life"]
     if args.users < 2 or args.items < 12:
@@ -69,9 +73,18 @@ def run_simulate(args) -> int:
     config = _config(args)
     model = load(args)
     factory = default_feed_factory(model, topics, config)
-    bar = tqdm(total=pool_size, desc="render pool", unit="item", file=sys.stderr, leave=False)
-    pool = render_pool(factory(), pool_size, seed=args.seed, progress=lambda done, total: bar.update(done - bar.n))
-    bar.close()
+    # What the pool's images depend on: a saved pool is reused only under the same.
+    key = {"model": model.model_id, "topics": topics, "pool": pool_size, "seed": args.seed,
+           "settings": model.resolve(config.sampling).to_dict(),
+           "space": {k: v for k, v in config.to_dict().items() if k in POOL_GEOMETRY}}
+    pool = load_pool(args.pool_file, key) if args.pool_file else None
+    if pool is None:
+        bar = tqdm(total=pool_size, desc="render pool", unit="item", file=sys.stderr, leave=False)
+        pool = render_pool(factory(), pool_size, seed=args.seed,
+                           progress=lambda done, total: bar.update(done - bar.n))
+        bar.close()
+        if args.pool_file:
+            save_pool(pool, args.pool_file, key)
     result = study(pool, factory, users=args.users, items=args.items, page=args.page, seed=args.seed)
     out = result.to_dict() | {"topics": topics, "pool": pool_size, "serendipity": config.serendipity}
     if args.sweep:

@@ -31,8 +31,8 @@ def add_train(world_sub) -> None:
     p.add_argument("--init-from", default=None,
                    help="unet: start from this exported model folder's UNet (e.g. src/noise2art/models/world-64)")
     p.add_argument("--focus", default=None, metavar="FAMILY=W,...",
-                   help="unet: draw captions naming these attribute families W times as often "
-                   "(e.g. snow=3,color=2)")
+                   help="unet, fast: draw captions (fast: trajectories) naming these attribute families W "
+                   "times as often (e.g. snow=3,color=2)")
     p.add_argument("--teacher", default=None,
                    help="fast: the model to distil (registry name, default world-64); its trajectories are "
                    "written to --runs/fast/trajectories first")
@@ -99,7 +99,7 @@ def _override(cfg, args):
 
 def _check_unet_only(args) -> None:
     """Options that shape one stage's training only would be ignored elsewhere, so refuse them there."""
-    only = {("unet", "all"): (("--focus", args.focus), ("--init-from", args.init_from)),
+    only = {("unet", "all", "fast"): (("--focus", args.focus),), ("unet", "all"): (("--init-from", args.init_from),),
             ("fast",): (("--teacher", args.teacher), ("--n-trajectories", args.n_trajectories))}
     for stages, flags in only.items():
         if args.stage in stages:
@@ -112,9 +112,12 @@ def _check_unet_only(args) -> None:
 
 def _distill_config(args):
     from noise2art.engine import registry
-    from noise2art.world.training.distill import DistillConfig
+    from noise2art.world.training.distill import DistillConfig, run_config
 
-    cfg = DistillConfig(run_dir=str(Path(args.runs) / "fast"))
+    run_dir = Path(args.runs) / "fast"
+    # A resume goes on with the run's own settings (trajectory count, length, focus) unless told otherwise.
+    cfg = run_config(run_dir) if (run_dir / "config.json").is_file() else DistillConfig()
+    cfg.run_dir = str(run_dir)  # where the run is now, even if its folder moved
     if args.teacher is not None:
         if registry.canonical_name(args.teacher) is None:
             raise InvalidArgument("teacher", f"unknown embedded model {args.teacher!r}; known: "
@@ -124,6 +127,8 @@ def _distill_config(args):
         if args.n_trajectories < 1:
             raise InvalidArgument("n-trajectories", f"must be >= 1, got {args.n_trajectories}")
         cfg.n_trajectories = args.n_trajectories
+    if args.focus is not None:
+        cfg.focus = _parse_focus(args.focus)
     return _override(cfg, args)
 
 

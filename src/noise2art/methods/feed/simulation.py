@@ -31,6 +31,8 @@ from noise2art.errors import InvalidArgument
 from noise2art.methods.feed.feed import Feed, FeedConfig
 
 ARMS = ("learned", "random", "popular", "monothematic", "oracle")
+# The feed settings a pool's images depend on (the others shape only the choosing).
+POOL_GEOMETRY = ("prompt_axes", "noise_axes", "similarity", "noise_scale", "seed", "pool_prompts")
 P_ALL, P_ONE, P_NONE = 0.9, 0.15, 0.02
 
 
@@ -118,6 +120,33 @@ def render_pool(feed: Feed, size: int, seed: int = 0, batch: int = 24,
         if progress is not None:
             progress(min(size, start + batch), size)
     return Pool(topic, z, attributes, np.concatenate(features))
+
+
+def save_pool(pool: Pool, path, key: dict) -> None:
+    """Write `pool` to `path` (`.npz`, no pickles) with `key`, the settings it was rendered
+    under, so that `load_pool` gives it back only to a study of the same settings."""
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, topic=pool.topic, z=pool.z, features=pool.features,
+             attributes=np.array(json.dumps(pool.attributes)), key=np.array(json.dumps(key, sort_keys=True)))
+    os.replace(tmp, path)
+
+
+def load_pool(path, key: dict) -> Pool | None:
+    """The pool saved at `path` if it was rendered under `key`, else None."""
+    import json
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as f:
+        if str(f["key"]) != json.dumps(key, sort_keys=True):
+            return None
+        return Pool(f["topic"], f["z"], json.loads(str(f["attributes"])), f["features"])
 
 
 @dataclass

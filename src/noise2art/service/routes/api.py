@@ -9,6 +9,7 @@ content-addressed paths.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import threading
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
 from PIL import Image
 
@@ -238,27 +240,35 @@ def _image_row(request: Request, image_id: str, owner: str) -> dict:
     return row
 
 
+# Files up to this size are sent from one read: a page of thumbnails is many small PNGs, and
+# a file response's thread hops for stat, open and each chunk cost more than the read.
+SMALL_FILE = 1 << 20
+
+
 def _file_response(path, media_type: str, etag: str, if_none_match: str | None, filename: str | None = None):
     headers = {"Cache-Control": IMMUTABLE, "ETag": f'"{etag}"', "X-Content-Type-Options": "nosniff"}
     if if_none_match and etag in if_none_match:
         return Response(status_code=304, headers=headers)
     if filename:
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    if path.stat().st_size <= SMALL_FILE:
+        return Response(path.read_bytes(), media_type=media_type, headers=headers)
     return FileResponse(path, media_type=media_type, headers=headers)
 
 
 @router.get("/images/{image_id}.png", response_class=FileResponse,
             responses={200: {"content": {"image/png": {}}}, 304: {"description": "not modified"},
                        404: {"model": S.Error}})
-def image_png(request: Request, image_id: IdPath, owner: Owner,
-              if_none_match: str | None = Header(None, alias="If-None-Match")):
+async def image_png(request: Request, image_id: IdPath, owner: Owner,
+                    if_none_match: str | None = Header(None, alias="If-None-Match")):
     """The PNG with its generation parameters (immutable: its content never changes)."""
+    # On the event loop: one indexed read (WAL readers never wait for the writer) and one small file.
     row = _image_row(request, image_id, owner)
     return _file_response(_state(request).store.image_path(row), "image/png", row["sha256"], if_none_match)
 
 
 @router.get("/images/{image_id}", response_model=S.ImageView, responses={404: {"model": S.Error}})
-def image(request: Request, image_id: IdPath, owner: Owner) -> S.ImageView:
+async def image(request: Request, image_id: IdPath, owner: Owner) -> S.ImageView:
     row = _image_row(request, image_id, owner)
     return _image_view(row, _state(request).store.liked(image_id, owner))
 
@@ -308,7 +318,7 @@ def unlike(request: Request, image_id: IdPath, owner: Owner) -> S.LikeView:
 
 
 @router.get("/library", response_model=S.LibraryPage, responses={422: {"model": S.Error}})
-def library(request: Request, owner: Owner, cursor: str | None = Query(None, max_length=200),
+async def library(request: Request, owner: Owner, cursor: str | None = Query(None, max_length=200),
             limit: int = Query(24, ge=1, le=100), liked: bool | None = None,
             q: str | None = Query(None, max_length=200)) -> S.LibraryPage:
     """The caller's images, newest first; pass `next_cursor` back for the next page."""
@@ -317,8 +327,10 @@ def library(request: Request, owner: Owner, cursor: str | None = Query(None, max
             decode_cursor(cursor)
         except ValueError:
             raise InvalidArgument("cursor", "not a cursor from a previous page") from None
-    rows, next_cursor = _state(request).store.library(owner, limit=limit, cursor=cursor, liked=liked, query=q,
-                                                      liker=owner)
+    page = functools.partial(_state(request).store.library, owner, limit=limit, cursor=cursor, liked=liked,
+                             query=q, liker=owner)
+    # An indexed page is read on the event loop; a text filter may scan, so it runs on a thread.
+    rows, next_cursor = await run_in_threadpool(page) if q else page()
     return S.LibraryPage(images=[_image_view(r, r["liked"]) for r in rows], next_cursor=next_cursor)
 
 
@@ -551,8 +563,8 @@ def get_stream(request: Request, stream_id: IdPath, owner: Owner) -> S.StreamVie
 @router.get("/streams/{stream_id}/pages/{page}", response_model=S.PageView,
             responses={202: {"model": S.PageView, "description": "the page is being rendered"},
                        404: {"model": S.Error}, 429: {"model": S.Error}})
-def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = Path(ge=0, le=10**9),
-                size: int = Query(24, ge=1, le=100)):
+async def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = Path(ge=0, le=10**9),
+                      size: int = Query(24, ge=1, le=100)):
     """Page `page` (from 0) of `size` results: 200 with every image when the page is stored,
     else 202 with the images ready so far and the `job_id` rendering the rest (the next page
     is then prefetched at low priority)."""
@@ -565,18 +577,23 @@ def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: int = P
                           t=(row["extra"].get("stream") or {}).get("t"),
                           toward=(row["extra"].get("stream") or {}).get("toward"))
               for idx, row in sorted(stored.items())]
-    if len(stored) == size:
+    if len(stored) == size:  # a stored page is read on the event loop: no thread hop
         return S.PageView(stream_id=stream_id, page=page, size=size, complete=True, images=images)
+    job_id = await run_in_threadpool(_submit_page, request, owner, stream_id, page, size)
+    view = S.PageView(stream_id=stream_id, page=page, size=size, complete=False, images=images, job_id=job_id)
+    return Response(view.model_dump_json(), status_code=202, media_type="application/json")
+
+
+def _submit_page(request: Request, owner: str, stream_id: str, page: int, size: int) -> str:
+    """Queue the page's job and prefetch the next page's (writes, so off the event loop)."""
     job = submit(request, owner, "stream.page", {"stream_id": stream_id, "page": page, "size": size})
-    job_id = json.loads(job.body)["job_id"]
     if page + 1 <= 10**9:
         try:
             submit(request, owner, "stream.page", {"stream_id": stream_id, "page": page + 1, "size": size},
                    "prefetch")
         except HTTPException:
             pass  # a full queue skips the prefetch, never the page asked for
-    view = S.PageView(stream_id=stream_id, page=page, size=size, complete=False, images=images, job_id=job_id)
-    return Response(view.model_dump_json(), status_code=202, media_type="application/json")
+    return json.loads(job.body)["job_id"]
 
 
 # --------------------------------------------------------------------------- search over what is stored

@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from noise2art import __version__
-from noise2art.service.security import request_owner
+from noise2art.service.security import owner_of
 
 HERE = Path(__file__).parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
@@ -43,7 +43,7 @@ def mount_static(app) -> None:
 
 def _logged_in(request: Request) -> bool:
     try:
-        request_owner(request)
+        owner_of(request)
     except HTTPException as exc:
         if exc.status_code == 401:
             return False

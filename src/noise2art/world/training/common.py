@@ -105,7 +105,8 @@ class RunState:
 
 
 def open_run(run_dir: str | Path, config, modules: dict, optimizer) -> RunState:
-    """Create the run folder (saving the config) or resume from its checkpoint."""
+    """Create the run folder or resume from its checkpoint; either way `config.json` is then
+    the config the run goes on with (a resume may extend `steps` or change the focus)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = run_dir / "checkpoint"
@@ -113,8 +114,7 @@ def open_run(run_dir: str | Path, config, modules: dict, optimizer) -> RunState:
     if (ckpt / "state.json").is_file():
         step = int(load_checkpoint(ckpt, modules, optimizer)["step"])
         print(f"resuming {run_dir} at step {step}", file=sys.stderr)
-    else:
-        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
     return RunState(step, run_dir)
 
 

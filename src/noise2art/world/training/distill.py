@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,9 @@ class DistillConfig(StageConfig):
     ema_decay: float = 0.995
     checkpoint_every: int = 100
     seed: int = 0
+    # Draw trajectories whose caption names these families this many times as often
+    # (`{"modifier": 3.0}`): the families a few-step student loses first get more of its steps.
+    focus: dict = field(default_factory=dict)
 
 
 def run_config(run_dir: str | Path) -> DistillConfig:
@@ -165,19 +168,21 @@ def make_trajectories(cfg: DistillConfig, progress: bool = True) -> Path:
     return out
 
 
-def load_trajectories(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """All chunks: states `[N, K+1, C, h, w]`, cond `[N, L, D]` (fp16) and the student timesteps."""
+def load_trajectories(folder: Path) -> tuple[torch.Tensor, torch.Tensor, list[int], list[str]]:
+    """All chunks: states `[N, K+1, C, h, w]`, cond `[N, L, D]` (fp16), the student timesteps
+    and the N captions."""
     from safetensors import safe_open
 
-    states, conds, timesteps = [], [], None
+    states, conds, timesteps, captions = [], [], None, []
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(str(path), "pt") as f:
             states.append(f.get_tensor("states"))
             conds.append(f.get_tensor("cond"))
             timesteps = json.loads(f.metadata()["timesteps"])
+            captions += json.loads(f.metadata()["captions"])
     if not states:
         raise FileNotFoundError(f"no trajectories in {folder}")
-    return torch.cat(states), torch.cat(conds), timesteps
+    return torch.cat(states), torch.cat(conds), timesteps, captions
 
 
 def ddim_clean(x: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor) -> torch.Tensor:
@@ -231,11 +236,14 @@ def train(cfg: DistillConfig, progress: bool = True):
     import copy
 
     from noise2art.engine.loading import load_model
+    from noise2art.world.training.unet import caption_weights, check_focus
 
+    check_focus(cfg.focus)  # before the teacher runs for half an hour
     make_trajectories(cfg, progress)
     device = training_device()
     torch.manual_seed(cfg.seed)
-    states, cond, timesteps = load_trajectories(Path(cfg.run_dir) / "trajectories")
+    states, cond, timesteps, captions = load_trajectories(Path(cfg.run_dir) / "trajectories")
+    probs = torch.from_numpy(caption_weights([[c] for c in captions], cfg.focus)) if cfg.focus else None
     states, cond = states.to(device), cond.to(device)
     teacher = load_model(cfg.teacher, device=str(device), dtype="fp32")
     sched = teacher.scheduler_config
@@ -253,7 +261,10 @@ def train(cfg: DistillConfig, progress: bool = True):
     n, k = states.shape[0], len(timesteps)
 
     def step_loss(step: int):
-        idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).to(device)
+        if probs is None:
+            idx = torch.randint(0, n, (cfg.batch_size,), generator=gen).to(device)
+        else:
+            idx = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen).to(device)
         i = torch.randint(0, k, (cfg.batch_size,), generator=gen).to(device)
         loss = pair_loss(student, states[idx, i], states[idx, i + 1], t_bound[i], a_bound[i], a_bound[i + 1],
                          cond[idx].float())
@@ -298,7 +309,7 @@ def export_student(cfg: DistillConfig, out: str | Path, notes: dict | None = Non
                              "student_steps": cfg.student_steps, "trajectories": min(cfg.n_trajectories,
                                                                                       n_traj * cfg.chunk),
                              "steps": int(meta["step"]), "batch_size": cfg.batch_size, "lr": cfg.lr,
-                             "ema_decay": cfg.ema_decay, **(notes or {})}}
+                             "ema_decay": cfg.ema_decay, "focus": cfg.focus, **(notes or {})}}
     (tmp / "noise2art.json").write_text(json.dumps(spec, indent=2))
     if out.exists():
         shutil.rmtree(out)

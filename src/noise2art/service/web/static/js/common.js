@@ -52,6 +52,17 @@ function describe(data, status) {
   return typeof data === "string" && data ? data : `HTTP ${status}`;
 }
 
+/**
+ * JSON.parse that keeps an integer beyond 2**53 (a seed can be up to 2**63 - 1) exact, as its
+ * digits: a JavaScript number would round it. The API reads such a string back as the integer.
+ * Browsers without the reviver's source text get the number, as before.
+ */
+export function parseJSON(text) {
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value)
+      && context && /^-?\d+$/.test(context.source) ? context.source : value);
+}
+
 /** Call the API: `{status, data}`; throws ApiError on a 4xx / 5xx (a 401 goes to /login). */
 export async function api(path, { method = "GET", body } = {}) {
   const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
@@ -62,7 +73,7 @@ export async function api(path, { method = "GET", body } = {}) {
   const r = await fetch(path, init);
   const text = await r.text();
   let data = null;
-  if (text) { try { data = JSON.parse(text); } catch { data = text; } }
+  if (text) { try { data = parseJSON(text); } catch { data = text; } }
   if (r.status === 401) {
     location.assign("/login");
     throw new ApiError(401, "log in first");
@@ -77,7 +88,7 @@ export async function uploadImage(file) {
     headers: { Accept: "application/json", "Content-Type": "application/octet-stream" } });
   const text = await r.text();
   let data = null;
-  try { data = JSON.parse(text); } catch { data = text; }
+  try { data = parseJSON(text); } catch { data = text; }
   if (!r.ok) throw new ApiError(r.status, `the image: ${describe(data, r.status)}`);
   return data;
 }
@@ -110,10 +121,10 @@ export function watchJob(jobId, handlers = {}) {
     };
     source = new EventSource(`/api/v1/jobs/${encodeURIComponent(jobId)}/events`);
     for (const type of EVENTS) {
-      source.addEventListener(type, (e) => { if (!done && handlers[type]) handlers[type](JSON.parse(e.data)); });
+      source.addEventListener(type, (e) => { if (!done && handlers[type]) handlers[type](parseJSON(e.data)); });
     }
     for (const type of TERMINAL_EVENTS) {
-      source.addEventListener(type, (e) => { if (handlers[type]) handlers[type](JSON.parse(e.data)); finish(); });
+      source.addEventListener(type, (e) => { if (handlers[type]) handlers[type](parseJSON(e.data)); finish(); });
     }
     source.onerror = finish; // the stream ended (the job finished) or broke: read the job itself
   });
