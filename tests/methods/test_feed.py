@@ -74,9 +74,70 @@ def synthetic_pool(n: int = 400, seed: int = 0) -> Pool:
     return Pool(np.zeros(n, dtype=int), z, attrs, feats / np.linalg.norm(feats, axis=1, keepdims=True))
 
 
+def test_rendering_ahead_hands_out_its_renders_and_resumes_exactly(tiny_model, feed_config):
+    feed = Feed.start(tiny_model, ["a red ball", "a blue cube"], feed_config)
+    assert feed.feature_dim > 0 and feed.dim == feed.coord_dim + feed.feature_dim
+    first = feed.next(4)
+    # At most half a batch extra per call: 6 rendered, 4 shown, 2 kept ahead, every one with its looks.
+    assert len(feed.ahead) == 2 and all(len(i.looks) == feed.feature_dim for i in first + feed.ahead)
+    assert {i.why for i in feed.ahead} == {"ahead"} and [i.k for i in first] == [0, 1, 2, 3]
+    kept = {i.seed: feed._renders[i.seed] for i in first}
+    images = feed.render(first)
+    for item, image in zip(first, images):
+        assert torch.equal(image, kept[item.seed])  # the render made ahead, not a second one
+    assert torch.allclose(feed.render(first), images, atol=1e-5)  # handed out once; rendered again the same
+    for item in first:
+        feed.react(item.id, "like" if item.topic == 0 else "skip")
+    resumed = Feed.restore(tiny_model, feed.topics, feed.state())
+    assert [i.seed for i in resumed.ahead] == [i.seed for i in feed.ahead]
+    a, b = feed.next(4), resumed.next(4)
+    assert [(i.topic, i.z, i.why, i.seed) for i in a] == [(i.topic, i.z, i.why, i.seed) for i in b]
+    assert len(feed.ahead) == 4  # filling up toward 4 + lookahead, half a batch extra per call
+    with pytest.raises(InvalidArgument, match="looks"):
+        feed.next(2, candidates=(np.zeros(4, dtype=int), np.zeros((4, feed.coord_dim - 2))))
+
+
+def test_a_feed_stored_before_it_saw_renders_resumes_as_it_was():
+    old = FeedConfig().to_dict()
+    for key in ("feature_weight", "coordinate_weight", "diversity", "lookahead"):
+        old.pop(key)
+    config = FeedConfig.from_dict(old)
+    assert (config.feature_weight, config.coordinate_weight, config.diversity, config.lookahead) == (0, 1, 0, 0)
+
+
+def looks_pool(width: int, n: int = 400, seed: int = 0) -> Pool:
+    """A pool whose attributes show only in the images' looks: the coordinates are noise."""
+    rng = np.random.default_rng(seed)
+    colours = rng.choice(["red", "blue", "green"], size=n)
+    styles = rng.choice(["oil", "sketch", "photo"], size=n)
+    axes = {v: rng.normal(size=width) for v in ("red", "blue", "green", "oil", "sketch", "photo")}
+    looks = np.stack([axes[c] + axes[s] + 0.3 * rng.normal(size=width) for c, s in zip(colours, styles)])
+    attrs = [{"scene": "still_life", "color": str(c), "style": str(s)} for c, s in zip(colours, styles)]
+    return Pool(np.zeros(n, dtype=int), rng.uniform(-1, 1, size=(n, 4)), attrs,
+                looks / np.linalg.norm(looks, axis=1, keepdims=True))
+
+
+def test_a_feed_that_sees_its_renders_learns_what_coordinates_do_not_tell(tiny_model):
+    rates = {}
+    for weight in (0.0, 3.0):
+        config = FeedConfig(sampling=FAST, prompt_axes=2, noise_axes=2, serendipity=0.1, pool_prompts=8,
+                            feature_weight=weight)
+        template = Feed.start(tiny_model, ["a ball"], config)
+        pool = looks_pool(template.feature_dim, n=240)
+
+        def fresh(template=template):
+            return Feed.restore(tiny_model, template.topics, template.state())
+
+        result = study(pool, fresh, users=5, items=48, page=6, seed=1, arms=("learned", "random"))
+        rates[weight] = result.like_rate
+    assert rates[3.0]["learned"] > 1.5 * rates[3.0]["random"], rates
+    assert rates[3.0]["learned"] > 1.3 * rates[0.0]["learned"], rates
+
+
 def test_on_a_learnable_world_the_feed_beats_random_and_the_oracle_beats_all(tiny_model):
     pool = synthetic_pool()
-    config = FeedConfig(sampling=FAST, prompt_axes=2, noise_axes=2, serendipity=0.1, pool_prompts=8)
+    config = FeedConfig(sampling=FAST, prompt_axes=2, noise_axes=2, serendipity=0.1, pool_prompts=8,
+                        feature_weight=0.0, coordinate_weight=1.0)  # the coordinates carry the attributes here
     template = Feed.start(tiny_model, ["a ball"], config)
 
     def fresh():

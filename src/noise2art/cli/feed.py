@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                                                    "new folder under out/)")
     p.add_argument("--page", type=int, default=6, help="items per page (default 6)")
     p.add_argument("--serendipity", type=float, default=None, help="share of serendipitous slots, 0..1 "
-                                                                   "(default 0.15)")
+                                                                   "(default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the feed (default 0)")
     p.add_argument("--users", type=int, default=30, help="simulate: simulated users (default 30)")
     p.add_argument("--items", type=int, default=300, help="simulate: items per user (default 300)")

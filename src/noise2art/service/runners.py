@@ -476,7 +476,7 @@ def create_feed(worker, store: Store, request: dict, owner: str) -> dict:
     from noise2art.methods.feed import Feed, FeedConfig
 
     embs, ids = zip(*[_topic_embedding(worker.model, store, t, owner) for t in request["topics"]])
-    config = FeedConfig(serendipity=request.get("serendipity", 0.15), seed=request.get("seed", 0),
+    config = FeedConfig(serendipity=request.get("serendipity", 0.1), seed=request.get("seed", 0),
                         sampling=sampling_of(request))
     feed = Feed(worker.model, list(embs), config)
     row = store.add_feed([{"embedding_id": i, "label": e.prompts[0]} for i, e in zip(ids, embs)], feed.state(),
@@ -510,16 +510,16 @@ def run_feed_next(ctx) -> dict:
     if row is None:
         raise InvalidArgument("feed_id", f"no feed {request['feed_id']}")
     feed = open_feed(ctx.worker, ctx.store, row)
-    if len(feed.items) != request["after"]:
-        # Another request took these items already: show the ones it made.
-        made = feed.items[request["after"]:request["after"] + request["n"]]
-    else:
-        made = feed.next(request["n"])
 
     def callback(step: int, total: int, latents) -> None:
         ctx.progress(step / max(total, 1), step=step, steps=total)
 
-    images = feed.render(made, callback=callback, cancel=ctx.canceled)
+    if len(feed.items) != request["after"]:
+        # Another request took these items already: show the ones it made.
+        made = feed.items[request["after"]:request["after"] + request["n"]]
+    else:
+        made = feed.next(request["n"], callback=callback, cancel=ctx.canceled)  # renders ahead
+    images = feed.render(made, callback=callback, cancel=ctx.canceled)  # the renders made ahead
     out = []
     for item, image in zip(made, images):
         emb = feed.embedding(item)

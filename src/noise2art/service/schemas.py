@@ -384,7 +384,7 @@ class FeedRequest(Sampling):
 
     topics: list[FeedTopic | Annotated[str, Field(min_length=1, max_length=2000)]] = Field(min_length=1,
                                                                                          max_length=8)
-    serendipity: float = Field(0.15, ge=0, le=1)
+    serendipity: float = Field(0.1, ge=0, le=1)
     seed: Seed = 0
 
 

@@ -1,7 +1,8 @@
 """The feed's learner: a GP over item coordinates, fit to recent reactions (docs/feed.md).
 
-An item's coordinates are `[topic one-hot * topic_scale, z]`: which topic it comes from
-and where around it (embedding and noise coordinates in [-1, 1]). A reaction is a value:
+An item's coordinates are `[topic one-hot, z] * coordinate_weight` (which topic it comes
+from and where around it: embedding and noise coordinates in [-1, 1]), followed by the
+image features of its render `* feature_weight` when the feed sees its renders. A reaction is a value:
 a like 1, a skip 0, a dwell in between by its length. The learner keeps only the latest
 `window` reactions, so a change of taste is forgotten within that many items.
 """
@@ -60,20 +61,37 @@ class FeedLearner:
         v = np.linalg.solve(chol, kq.T)
         return mean, np.sqrt(np.clip(1.0 - (v * v).sum(0), 1e-12, None))
 
-    def pick(self, candidates: np.ndarray, n: int, beta: float) -> list[tuple[int, float, float]]:
+    def pick(self, candidates: np.ndarray, n: int, beta: float, *, diversity: float = 0.0,
+             looks: np.ndarray | None = None) -> list[tuple[int, float, float]]:
         """`n` distinct candidate indices by UCB, spread by the kriging believer (each pick is
-        assumed observed at its mean before the next), as `(index, mean, std)`."""
+        assumed observed at its mean before the next), as `(index, mean, std)`.
+
+        `looks [M, F]` (unit image features of the candidates) with `diversity > 0` lowers a
+        candidate's score by `diversity` times its largest cosine to the picks before it, so
+        one batch does not show the same picture six times (maximal marginal relevance).
+        """
         x, y = self.x.copy(), self.y.copy()
         free = np.ones(len(candidates), dtype=bool)
+        closest = np.zeros(len(candidates))
         out = []
         for _ in range(min(n, len(candidates))):
             mean, std = self.posterior(candidates, x, y)
-            score = np.where(free, mean + beta * std, -np.inf)
+            score = np.where(free, mean + beta * std - diversity * closest, -np.inf)
             best = int(np.argmax(score))
             out.append((best, float(mean[best]), float(std[best])))
             free[best] = False
+            if looks is not None and diversity:
+                closest = np.maximum(closest, np.clip(looks @ looks[best], 0.0, None))
             x = np.concatenate([x, candidates[best:best + 1]])
             y = np.concatenate([y, mean[best:best + 1]])
+        return out
+
+    def project(self, dim: int) -> FeedLearner:
+        """A learner on the first `dim` coordinates of the kept reactions (same settings): it
+        scores points whose later coordinates (image features) are not known yet."""
+        out = FeedLearner(dim, lengthscale=self.lengthscale, noise=self.noise, window=self.window,
+                          prior_mean=self.prior_mean)
+        out.x, out.y = self.x[:, :dim].copy(), self.y.copy()
         return out
 
     def state(self) -> dict:

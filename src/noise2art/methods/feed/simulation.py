@@ -174,7 +174,9 @@ def run_arm(arm: str, user: SimulatedUser, pool: Pool, items: int, page: int, se
         n = min(page, items - len(out.shown))
         idxs = np.flatnonzero(free)
         if arm == "learned":
-            picked = feed.next(n, candidates=(pool.topic[idxs], pool.z[idxs]))
+            # The pool's renders are the candidates a live feed renders ahead: it sees their looks.
+            looks = pool.features[idxs] if feed.feature_dim else None
+            picked = feed.next(n, candidates=(pool.topic[idxs], pool.z[idxs], looks))
             # Map the feed's items back to pool indices (their coordinates are the pool's).
             lookup = {tuple(np.round(pool.z[i], 12)): i for i in idxs}
             chosen = [int(lookup[tuple(np.round(np.asarray(it.z), 12))]) for it in picked]
@@ -325,7 +327,7 @@ def default_feed_factory(model, topics: Sequence[str], config: FeedConfig) -> Ca
     def make() -> Feed:
         feed = copy.copy(template)
         feed.learner = copy.deepcopy(template.learner)
-        feed.items = []
+        feed.items, feed.ahead, feed._renders = [], [], {}
         feed.rng = np.random.default_rng()
         feed.rng.bit_generator.state = state["rng"]
         feed._credit = 0.0
