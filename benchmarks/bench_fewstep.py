@@ -11,8 +11,9 @@ default (DDIM, 20 steps). The distilled model (`--fast`) is measured the same wa
 defaults, and its frames against the full model on the same seeds.
 
 The pick is the setting with the fewest UNet evaluations per image whose mean adherence
-is within 0.01 of the reference, every family >= 0.80 and Frechet distance <= 1.5x the
-reference's: the preview setting. Prints a Markdown report with date, machine and command.
+is within 0.01 of the reference, every family >= 0.80 (or, where the reference itself is
+below 0.85 on a few prompts, within 0.05 of the reference's figure for it) and Frechet
+distance <= 1.5x the reference's: the preview setting. Prints a Markdown report with date, machine and command.
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ def main() -> None:
         similarity = same_picture(fast, model, prompts[:10], 4)
 
     def keeps(r):
-        return (r["adherence"] >= ref["adherence"] - 0.01 and min(r["families"].values()) >= 0.80
-                and r["frechet"] <= 1.5 * ref["frechet"])
+        # A family is kept at 0.80, or near the reference's own figure where that is lower:
+        # on a dozen prompts a family can rest on a few images, so even the reference misses 0.80.
+        families = all(v >= min(0.80, ref["families"].get(f, 1.0) - 0.05) for f, v in r["families"].items())
+        return r["adherence"] >= ref["adherence"] - 0.01 and families and r["frechet"] <= 1.5 * ref["frechet"]
 
     passing = [r for r in rows[1:] if keeps(r)]
     pick = min(passing, key=lambda r: (r["calls"], r["one"])) if passing else None
