@@ -5,7 +5,8 @@ Starts `noise2art serve` on a fresh temporary data folder and measures, over HTT
 - time to the first image and to all images of one generate job of 24 seeds (SSE
   `/api/v1/jobs/{id}/events`, `job.image` events);
 - p50 / p95 latency of fetching a stored PNG and of a library page of 24, with 1, 4 and 16
-  concurrent clients (threads, one HTTP connection each);
+  concurrent clients (one keep-alive connection each; `--client threads` runs them as
+  httpx clients in threads, `--floor` measures both kinds against a server that does nothing);
 - images per second of 8 single-seed generate jobs submitted together (batched into shared
   UNet calls, `--max-batch 8`) against the same 8 jobs submitted one after another.
 
@@ -110,8 +111,102 @@ def generate_24(client: httpx.Client, url: str) -> tuple[float, float, list[str]
     return first, last, images
 
 
-def latencies(url: str, paths: list[str], clients: int, per_client: int, seed: int) -> list[float]:
-    """Seconds per request of `clients` threads, each `per_client` GETs of random `paths`."""
+def latencies(url: str, paths: list[str], clients: int, per_client: int, seed: int, kind: str = "asyncio"
+              ) -> list[float]:
+    """Seconds per request of `clients` concurrent clients, each `per_client` GETs of random `paths`.
+
+    `kind="asyncio"`: one thread holds every client's keep-alive connection and writes plain
+    HTTP/1.1, so the load generator costs little of the two cores it shares with the server.
+    `kind="threads"`: one thread with an httpx client each; on 2 cores the clients' own GIL
+    contention then dominates the tail (`--floor` measures it against a server that does
+    nothing).
+    """
+    if kind == "asyncio":
+        return _latencies_asyncio(url, paths, clients, per_client, seed)
+    return _latencies_threads(url, paths, clients, per_client, seed)
+
+
+async def _get(reader, writer, host: str, path: str) -> int:
+    """One keep-alive GET on an open connection: the status (the body is read and dropped)."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await writer.drain()
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+def _latencies_asyncio(url: str, paths: list[str], clients: int, per_client: int, seed: int) -> list[float]:
+    import asyncio
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    out: list[float] = []
+    errors: list[str] = []
+
+    async def client(k: int, start: asyncio.Event) -> None:
+        rng = random.Random(seed * 1000 + k)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        await _get(reader, writer, parts.netloc, paths[0])  # connect first: measure requests, not the handshake
+        await start.wait()
+        for _ in range(per_client):
+            path = rng.choice(paths)
+            t = time.perf_counter()
+            status = await _get(reader, writer, parts.netloc, path)
+            out.append(time.perf_counter() - t)
+            if status != 200:
+                errors.append(f"{path}: {status}")
+        writer.close()
+
+    async def run() -> None:
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(client(k, start)) for k in range(clients)]
+        await asyncio.sleep(0.2)
+        start.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    if errors:
+        raise SystemExit(f"requests failed: {errors[:3]}")
+    return out
+
+
+async def noop_app(scope, receive, send) -> None:
+    """A server that does nothing but answer 2 KB: the floor of the latency measurement."""
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"image/png"), (b"content-length", b"2048")]})
+        await send({"type": "http.response.body", "body": b"x" * 2048})
+
+
+def floor(clients: int, per_client: int, kind: str) -> list[float]:
+    """Latencies of `clients` clients of `kind` against `noop_app` under uvicorn."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "bench_service:noop_app", "--app-dir", str(Path(__file__).parent),
+           "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the no-op server did not come up") from None
+                time.sleep(0.1)
+        return latencies(url, ["/"], clients, per_client, 0, kind)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _latencies_threads(url: str, paths: list[str], clients: int, per_client: int, seed: int) -> list[float]:
     out: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(clients)
@@ -167,6 +262,11 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="fewer requests per latency measurement")
     p.add_argument("--max-batch", type=int, default=8, help="the server's --max-batch (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--client", choices=("asyncio", "threads"), default="asyncio",
+                   help="load generator: asyncio (one thread, plain keep-alive HTTP; default) or threads (an "
+                        "httpx client per thread)")
+    p.add_argument("--floor", action="store_true", help="also measure each client kind against a server that "
+                                                         "does nothing (16 clients)")
     args = p.parse_args()
 
     per_request = 40 if args.quick else 200  # requests per latency measurement (split over the clients)
@@ -191,7 +291,7 @@ def main() -> int:
             measured = {}
             for name, paths in (("image PNG", pngs), ("library page of 24", pages)):
                 for clients in (1, 4, 16):
-                    lat = latencies(url, paths, clients, max(5, per_request // clients), args.seed)
+                    lat = latencies(url, paths, clients, max(5, per_request // clients), args.seed, args.client)
                     measured[(name, clients)] = (pct(lat, 0.5), pct(lat, 0.95))
                     rows.append((f"{name}, {clients} client{'s' if clients > 1 else ''}",
                                  f"p50 {pct(lat, 0.5):.1f} ms", f"p95 {pct(lat, 0.95):.1f} ms ({len(lat)} req)"))
@@ -209,12 +309,18 @@ def main() -> int:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+    if args.floor:
+        for kind in ("asyncio", "threads"):
+            lat = floor(16, max(5, per_request // 16), kind)
+            rows.append((f"no-op server, 16 {kind} clients (the measurement's floor)", f"p50 {pct(lat, 0.5):.1f} ms",
+                         f"p95 {pct(lat, 0.95):.1f} ms ({len(lat)} req)"))
     total = time.perf_counter() - t_bench
     p95_ok = all(measured[(n, 16)][1] <= TARGET_P95_MS for n in ("image PNG", "library page of 24"))
     batch_ok = batched / single >= TARGET_BATCH_RATIO
 
     print(f"model: {args.model or 'embedded'}; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
-          f"server --max-batch {args.max_batch} --device cpu; {'quick' if args.quick else 'full'} run, "
+          f"server --max-batch {args.max_batch} --device cpu; {args.client} clients; "
+          f"{'quick' if args.quick else 'full'} run, "
           f"{total:.0f} s")
     print()
     print("| measurement | value | detail |")
