@@ -9,6 +9,7 @@ that two servers never share one.
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -77,12 +78,14 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
             recovered = store.recover()
             if recovered["requeued"] or recovered["interrupted"]:
                 log.warning("recovered the store: %s", recovered)
-            loaded = model if model is not None else await run_in_threadpool(_load_model, config)
-            worker = Worker(store, loaded, max_batch=config.max_batch, version=__version__, runners=RUNNERS)
+            worker = Worker(store, model, max_batch=config.max_batch, version=__version__, runners=RUNNERS)
+            # The model loads on the worker thread that runs it (faster there than loaded elsewhere).
+            worker.start(None if model is not None else functools.partial(_load_model, config))
+            await run_in_threadpool(worker.wait_ready)
+            loaded = worker.model
             app.state.index = FeatureIndex(store)
             app.state.config, app.state.store, app.state.model, app.state.worker = config, store, loaded, worker
             app.state.recovered = recovered
-            worker.start()
             try:
                 yield
             finally:

@@ -176,9 +176,33 @@ class Worker:
 
     # -- control -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="noise2art-worker", daemon=True)
+    def start(self, load: Callable[[], object] | None = None) -> None:
+        """Start the worker thread; `load` (a model loader) runs on it first, so that the
+        model is loaded on the thread that runs it. Loaded on another thread, the same
+        model renders about 1.3x slower on a 2-core CPU (benchmarks/RESULTS.md: the
+        thread's own math-library state, not the model, differs). `wait_ready` waits for it."""
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                if load is not None:
+                    self.model = load()
+            except BaseException as e:  # handed to wait_ready: the server must not start without a model
+                self._load_error = e
+                return
+            finally:
+                self._ready.set()
+            self._loop()
+
+        self._thread = threading.Thread(target=run, name="noise2art-worker", daemon=True)
         self._thread.start()
+
+    def wait_ready(self) -> None:
+        """Block until the worker has its model; raise what loading it raised."""
+        self._ready.wait()
+        if self._load_error is not None:
+            raise self._load_error
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the current denoising step; the running job stays `running` in the
