@@ -260,15 +260,11 @@ class Feed:
                 raise InvalidArgument("candidates", f"this feed learns from image features: give (topic, z, looks) "
                                                     f"with looks of width {self.feature_dim}")
             picks = self._choose(n, topic, z, looks)
-            return self._record([FeedItem(k=-1, topic=int(topic[i]), z=[float(v) for v in z[i]], why=why,
-                                          seed=int(self.rng.integers(0, 2**63 - 1)),
-                                          looks=None if looks is None else [float(v) for v in looks[i]])
+            return self._record([self._new_item(topic[i], z[i], why, None if looks is None else looks[i])
                                  for i, why in picks])
         if not self.feature_dim or not self.config.lookahead:
             topic, z = self._random_candidates(self.config.search)
-            picks = self._choose(n, topic, z, None)
-            return self._record([FeedItem(k=-1, topic=int(topic[i]), z=[float(v) for v in z[i]], why=why,
-                                          seed=int(self.rng.integers(0, 2**63 - 1))) for i, why in picks])
+            return self._record([self._new_item(topic[i], z[i], why) for i, why in self._choose(n, topic, z, None)])
         self._render_ahead(n, callback, cancel)
         ahead = self.ahead
         picks = self._choose(n, np.array([c.topic for c in ahead]), np.array([c.z for c in ahead]),
@@ -280,6 +276,12 @@ class Feed:
             ahead[i].why = why
             out.append(ahead[i])
         return self._record(out)
+
+    def _new_item(self, topic, z, why: str, looks=None) -> FeedItem:
+        """An item not shown yet (`k = -1`) at `(topic, z)`, with its own seed."""
+        return FeedItem(k=-1, topic=int(topic), z=[float(v) for v in z], why=why,
+                        seed=int(self.rng.integers(0, 2**63 - 1)), born=len(self.items),
+                        looks=None if looks is None else [float(v) for v in looks])
 
     def _record(self, items: list[FeedItem]) -> list[FeedItem]:
         """Show `items` in a shuffled order (so a batch's reasons are not in slot order)."""
@@ -323,10 +325,11 @@ class Feed:
         return chosen
 
     def _render_ahead(self, n: int, callback: StepCallback | None, cancel: CancelCheck | None) -> None:
-        """Propose and render candidates until `n + lookahead` are ready (at most half a
-        batch more than the batch per call, so no call costs much more than one batch): half by UCB on the coordinates (where likes were), half at
-        random (fresh looks for the learner). Candidates proposed more than `window` items
-        ago are dropped first: they were proposed for an older taste."""
+        """Propose and render candidates until `n + lookahead` are ready, at most half a
+        batch more than the batch per call (no call costs much more than one batch): half
+        by UCB on the coordinates (where likes were), half at random (fresh looks for the
+        learner). Candidates proposed more than `window` items ago are dropped first: they
+        were proposed for an older taste."""
         shown = len(self.items)
         self.ahead = [c for c in self.ahead if shown - c.born <= self.config.window]
         want = min(n + self.config.lookahead - len(self.ahead), n + (n + 1) // 2)
@@ -349,8 +352,7 @@ class Feed:
             k = self.config.prompt_axes + self.config.noise_axes
             for _ in range(want - guided):
                 new.append((-1, int(self.rng.integers(len(self.topics))), self.rng.uniform(-1, 1, size=k)))
-        cands = [FeedItem(k=-1, topic=t, z=[float(v) for v in zz], why="ahead", seed=int(self.rng.integers(0, 2**63 - 1)),
-                          born=shown) for _, t, zz in new]
+        cands = [self._new_item(t, zz, "ahead") for _, t, zz in new]
         from noise2art.metrics.features import image_features
 
         images = self._render_batch(cands, callback, cancel)
@@ -385,6 +387,8 @@ class Feed:
         item = next((i for i in self.items if i.id == item_id), None)
         if item is None:
             raise InvalidArgument("image_id", f"no item {item_id} in this feed")
+        if self.feature_dim and item.looks is None:  # checked before the item changes
+            raise InvalidArgument("image_id", f"item {item_id} has no render features to learn from")
         if kind == "dwell":
             if dwell_ms is None or not (isinstance(dwell_ms, (int, float)) and math.isfinite(dwell_ms)
                                         and dwell_ms >= 0):
@@ -395,8 +399,6 @@ class Feed:
         else:
             value = 1.0 if kind == "like" else 0.0
         item.reaction, item.value = kind, value
-        if self.feature_dim and item.looks is None:
-            raise InvalidArgument("image_id", f"item {item_id} has no render features to learn from")
         self.learner.observe(self.item_features([item])[0], value)
         return item
 
