@@ -33,6 +33,32 @@ def test_long_prompt_truncated_with_warning(tiny_model):
     assert emb.cond.shape[1] == 77
 
 
+def test_encode_cache_gives_the_encoders_states_and_private_copies(tiny_model):
+    encoder = tiny_model.text_encoder
+    fresh = encoder._encode(["a cached prompt", ""], tiny_model.device, tiny_model.dtype)
+    first = tiny_model.encode("a cached prompt")
+    torch.testing.assert_close(first.cond[0], fresh.states[0])
+    torch.testing.assert_close(first.uncond[0], fresh.states[1])
+    first.cond.add_(1.0)  # a caller that edits its embedding in place ...
+    again = tiny_model.encode(["a cached prompt", "another prompt", "a cached prompt"])
+    torch.testing.assert_close(again.cond[0], fresh.states[0])  # ... does not change the cache
+    torch.testing.assert_close(again.cond[2], fresh.states[0])
+    assert again.cond.shape == (3, 77, 32)
+    prompt = " ".join(["green ball"] * 60)
+    for _ in range(2):  # the warning also comes from the cache
+        with pytest.warns(UserWarning, match=r"\d+ token\(s\) dropped"):
+            tiny_model.encode(prompt)
+
+
+def test_encode_cache_is_bounded(tiny_model, monkeypatch):
+    encoder = tiny_model.text_encoder
+    monkeypatch.setattr(encoder, "cache_size", 3)
+    for k in range(6):
+        tiny_model.encode(f"prompt number {k}")
+    assert len(encoder._cache) <= 3
+    assert (f"prompt number 5", str(tiny_model.device), tiny_model.dtype) in encoder._cache
+
+
 def test_seed_gives_same_image_in_batch_as_alone(tiny_model):
     alone = tiny_model.render("a blue cube", seeds=[7], steps=4, scheduler="euler-a")
     batch = tiny_model.render("a blue cube", seeds=[1, 7, 9], steps=4, scheduler="euler-a")

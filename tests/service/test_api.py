@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import pickle
+import threading
 import time
 
 import numpy as np
@@ -462,6 +463,40 @@ def test_all_events_stream_sees_every_job_of_the_caller(live_server):
         resumed = sse_events(lines)
         assert resumed and all(e["id"] > cut for e in resumed)
         assert [e["id"] for e in resumed] == [i for i in ids if i > cut][:len(resumed)]
+
+
+def test_event_streams_wake_on_the_bell_not_the_timer(live_server, monkeypatch):
+    """Events reach an open stream when they are stored: with the fallback timer at ten
+    minutes, a job's stream still delivers every event and ends (the read would time out)."""
+    import httpx
+
+    from noise2art.service.routes import api
+
+    monkeypatch.setattr(api, "EVENT_POLL_S", 600.0)
+    base, app = live_server()
+    with httpx.Client(base_url=base, timeout=20) as http:
+        job_id = post_job(http, {**GEN, "steps": 6, "seeds": [1, 2]})
+        with http.stream("GET", f"/api/v1/jobs/{job_id}/events") as r:
+            events = sse_events(list(r.iter_lines()))
+    types = [e["event"] for e in events]
+    assert types[-1] == "job.completed" and types.count("job.image") == 2
+
+
+def test_event_bell_wakes_a_waiter_marked_before_the_ring():
+    import asyncio
+
+    from noise2art.service.bell import EventBell
+
+    async def main():
+        bell = EventBell(asyncio.get_running_loop())
+        quiet = await bell.wait(bell.mark(), 0.01)
+        mark = bell.mark()
+        threading.Thread(target=bell.ring).start()  # rings from another thread, like the worker
+        rang = await bell.wait(mark, 20)
+        late = bell.mark()  # a mark taken after the ring waits for the next one
+        return quiet, rang, late is not mark, await bell.wait(late, 0.01)
+
+    assert asyncio.run(main()) == (False, True, True, False)
 
 
 # --------------------------------------------------------------------------- images, likes, library

@@ -467,3 +467,26 @@ def test_recovery_at_start_up_does_not_hash_every_file(tmp_path, monkeypatch):
     with pytest.raises(AssertionError, match="hashed"):
         store.check()
     store.close()
+
+
+def test_nested_transactions_commit_together_and_listeners_hear_once_after(store):
+    heard = []
+    store.event_listeners.append(lambda: heard.append(store.events_after(0)))
+    job = store.create_job("generate", {}, owner="local", priority=0, request_key="k", rerunnable=True)
+    with store.transaction():
+        store.add_event("job.progress", {"n": 1}, job_id=job["id"], owner="local")
+        store.set_progress(job["id"], 0.5)
+        store.add_event("job.progress", {"n": 2}, job_id=job["id"], owner="local")
+        assert heard == []  # nothing is announced before it commits
+    assert len(heard) == 1 and [e["data"]["n"] for e in heard[0]] == [1, 2]
+
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.add_event("job.progress", {"n": 3}, job_id=job["id"], owner="local")
+            store.finish_job(job["id"], "failed", error="x")
+            raise RuntimeError("the outer transaction fails")
+    assert len(heard) == 1  # rolled back: nothing to hear
+    assert [e["data"]["n"] for e in store.events_after(0)] == [1, 2]
+    assert store.get_job(job["id"])["status"] == "queued"
+    store.add_event("job.progress", {"n": 4}, job_id=job["id"], owner="local")  # a lone event still rings
+    assert len(heard) == 2

@@ -8,6 +8,7 @@ that two servers never share one.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
 import logging
@@ -22,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from noise2art import __version__
 from noise2art.errors import InvalidArgument, Noise2ArtError
+from noise2art.service.bell import EventBell
 from noise2art.service.config import ServiceConfig
 from noise2art.service.security import SecurityMiddleware
 from noise2art.store import Store
@@ -74,6 +76,8 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
         lock = DataLock(config.data)
         lock.acquire()
         store = Store(config.data)
+        bell = EventBell(asyncio.get_running_loop())
+        store.event_listeners.append(bell.ring)
         try:
             recovered = store.recover()
             if recovered["requeued"] or recovered["interrupted"]:
@@ -86,6 +90,7 @@ def create_app(config: ServiceConfig, model=None) -> FastAPI:
             app.state.index = FeatureIndex(store)
             app.state.config, app.state.store, app.state.model, app.state.worker = config, store, loaded, worker
             app.state.recovered = recovered
+            app.state.bell = bell
             try:
                 yield
             finally:

@@ -384,8 +384,12 @@ class Worker:
         def on_step(step: int, total: int, latents) -> None:
             self.drain_calls()
             now = time.monotonic()
-            for s in states:
-                if now - s.last_progress >= PROGRESS_INTERVAL_S and not self.is_canceled(s.job["id"]):
+            due = [s for s in states
+                   if now - s.last_progress >= PROGRESS_INTERVAL_S and not self.is_canceled(s.job["id"])]
+            if not due:
+                return
+            with self.store.transaction():  # one commit (and one wake-up of the streams) for the batch
+                for s in due:
                     s.last_progress = now
                     share = sum(1 for t, _ in samples if t is s)
                     fraction = (s.total - len(s.seeds) + share * step / total) / s.total
@@ -429,21 +433,28 @@ class Worker:
                     negative=emb.negative[0], seed=seed, steps=ran.steps, guidance=ran.guidance,
                     scheduler=ran.scheduler_label, width=ran.width, height=ran.height, precision=ran.precision,
                     method="generate", job_id=s.job["id"], owner=s.job["owner"], extra=extra, features=features[k])))
-            rows = self.store.add_images(items)
-            for row in rows:
-                s.image_ids.append(row["id"])
-                s.seeds.remove(row["seed"])
-                self.emit("job.image", {"job_id": s.job["id"], "image_id": row["id"], "seed": row["seed"]}, s.job)
-            fraction = (s.total - len(s.seeds)) / s.total
-            self.store.set_progress(s.job["id"], fraction)
-            self.emit("job.progress", {"job_id": s.job["id"], "progress": fraction}, s.job)
-            if not s.seeds:
-                self._complete_generate(s)
+            with self.store.transaction():  # a job's images, their events and its end commit together
+                rows = self.store.add_images(items)
+                for row in rows:
+                    self.emit("job.image", {"job_id": s.job["id"], "image_id": row["id"], "seed": row["seed"]}, s.job)
+                left = list(s.seeds)
+                for row in rows:
+                    left.remove(row["seed"])
+                fraction = (s.total - len(left)) / s.total
+                self.store.set_progress(s.job["id"], fraction)
+                self.emit("job.progress", {"job_id": s.job["id"], "progress": fraction}, s.job)
+                if not left:
+                    self._complete_generate(s, [*s.image_ids, *(row["id"] for row in rows)])
+            # Only once committed does the job's state move on (a failed commit leaves it to retry).
+            s.image_ids.extend(row["id"] for row in rows)
+            s.seeds = left
+            if not left:
+                self._active.pop(s.job["id"], None)
 
-    def _complete_generate(self, state: GenerateState) -> None:
-        self._active.pop(state.job["id"], None)
-        result = {"image_ids": state.image_ids, "embedding_id": state.embedding_id,
-                  "settings": state.settings.to_dict()}
+    def _complete_generate(self, state: GenerateState, image_ids: list[str] | None = None) -> None:
+        """Mark the job completed with its images (`image_ids`, by default those it holds)."""
+        result = {"image_ids": state.image_ids if image_ids is None else image_ids,
+                  "embedding_id": state.embedding_id, "settings": state.settings.to_dict()}
         if self.store.finish_job(state.job["id"], "completed", result=result):
             self.emit("job.completed", {"job_id": state.job["id"], "result": result}, state.job)
 

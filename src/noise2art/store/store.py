@@ -22,7 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +106,7 @@ class Store:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self.event_listeners: list[Callable[[], None]] = []  # called after each event commits
         self.db  # create and migrate now, in the opening thread
 
     # -- connections -----------------------------------------------------------------------
@@ -132,15 +133,33 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (taken at once, so two writers never deadlock on upgrade)."""
+        """One write transaction (taken at once, so two writers never deadlock on upgrade).
+
+        Nested on one thread, the inner ones join the outer: everything commits (or rolls
+        back) together, and event listeners hear of the events once, after the commit."""
+        local = self._local
+        depth = getattr(local, "depth", 0)
         db = self.db
+        if depth:
+            local.depth = depth + 1
+            try:
+                yield db
+            finally:
+                local.depth = depth
+            return
         db.execute("BEGIN IMMEDIATE")
+        local.depth, local.new_events = 1, False
         try:
             yield db
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            local.depth = 0
         db.execute("COMMIT")
+        if local.new_events:
+            for listener in self.event_listeners:
+                listener()
 
     # -- embeddings --------------------------------------------------------------------------
 
@@ -366,6 +385,7 @@ class Store:
         with self.transaction() as db:
             cur = db.execute("INSERT INTO events (job_id, owner, type, data, created) VALUES (?, ?, ?, ?, ?)",
                              (job_id, owner, type_, json.dumps(data), time.time()))
+            self._local.new_events = True  # the listeners hear of it once the transaction commits
         return int(cur.lastrowid)
 
     def events_after(self, last_id: int, *, job_id: str | None = None, owner: str | None = None,

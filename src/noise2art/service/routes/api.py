@@ -34,7 +34,8 @@ Owner = Annotated[str, Depends(request_owner)]
 IdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]
 IMMUTABLE = "public, max-age=31536000, immutable"
 RETRY_AFTER_S = 2
-EVENT_POLL_S = 0.2
+EVENT_POLL_S = 1.0
+"""An event stream wakes on the store's bell; without a ring it looks anyway this often."""
 KEEPALIVE_S = 15.0
 _SUBMIT_LOCK = threading.Lock()
 
@@ -168,15 +169,18 @@ def _last_event_id(header: str | None, query: int | None) -> int:
 
 
 def _event_stream(request: Request, last_id: int, owner: str, job_id: str | None):
-    store = _state(request).store
+    state = _state(request)
+    store, bell = state.store, state.bell
 
     async def stream():
         nonlocal last_id
-        idle = 0.0
+        loop = asyncio.get_running_loop()
+        quiet_since = loop.time()
         yield "retry: 1000\n\n"
         while True:
             if await request.is_disconnected():
                 return
+            mark = bell.mark()  # before reading: an event stored after the read rings it
             events = await asyncio.to_thread(store.events_after, last_id, job_id=job_id, owner=owner)
             for e in events:
                 last_id = e["id"]
@@ -186,12 +190,11 @@ def _event_stream(request: Request, last_id: int, owner: str, job_id: str | None
                 if job is None or job["status"] in ("completed", "failed", "canceled", "interrupted"):
                     return  # everything about a finished job has been sent
             if events:
-                idle = 0.0
+                quiet_since = loop.time()
                 continue
-            await asyncio.sleep(EVENT_POLL_S)
-            idle += EVENT_POLL_S
-            if idle >= KEEPALIVE_S:
-                idle = 0.0
+            await bell.wait(mark, EVENT_POLL_S)
+            if loop.time() - quiet_since >= KEEPALIVE_S:
+                quiet_since = loop.time()
                 yield ": keepalive\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream",
