@@ -2,11 +2,14 @@
 
     python benchmarks/bench_fewstep.py [--prompts 40] [--seeds 2] [--steps 2,3,4,6,8,12]
         [--schedulers ddim,euler,...] [--fast world-64-fast]
+    python benchmarks/bench_fewstep.py --time-only
 
 For every scheduler at every step count, on the full model with its guidance: mean prompt
 adherence and the lowest families on held-out prompts (`world.evaluation.evaluate`), the
 world-CLIP Frechet distance to rendered references, UNet evaluations per image, and the
-time of one image and of a page of 24 (best of two). The reference row is the model's own
+time of one image (a new prompt, its encoding included), of the next image of a prompt
+already encoded and of a page of 24 (best of two); `--time-only` measures only the times
+of the model's default and of the distilled model. The reference row is the model's own
 default (DDIM, 20 steps). The distilled model (`--fast`) is measured the same way at its
 defaults, and its frames against the full model on the same seeds.
 
@@ -36,31 +39,38 @@ def unet_calls(scheduler: str, steps: int, guidance: float) -> int:
     return calls * (2 if guidance > 1 else 1)
 
 
-def timed(model, **settings) -> tuple[float, float]:
-    """Best of two: seconds for one image and for a page of 24 (prompt encoding included)."""
+def timed(model, **settings) -> tuple[float, float, float]:
+    """Best of two: seconds for one image of a prompt not seen before (its encoding
+    included), for the next image of a prompt already encoded (a stream's next result, a
+    scrubbed frame: the encoder's cache holds it) and for a page of 24."""
     prompt = "a snow-capped mountain above a lake at sunset"
     model.generate(prompt, seeds=[0], **settings)  # warm-up
-    one, page = [], []
-    for _ in range(2):
+    one, nxt, page = [], [], []
+    for k in range(2):
+        model.text_encoder._cache.clear()
         t0 = time.perf_counter()
         model.generate(prompt, seeds=[0], **settings)
         one.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
+        model.generate(prompt, seeds=[k + 1], **settings)
+        nxt.append(time.perf_counter() - t0)
+        model.text_encoder._cache.clear()
+        t0 = time.perf_counter()
         model.generate(prompt, seeds=list(range(24)), **settings)
         page.append(time.perf_counter() - t0)
-    return min(one), min(page)
+    return min(one), min(nxt), min(page)
 
 
 def row(model, prompts, seeds: int, label: str, calls: int, **settings) -> dict:
     from noise2art.world.evaluation import evaluate
 
-    one, page = timed(model, **settings)
+    one, nxt, page = timed(model, **settings)
     from noise2art.engine.settings import SamplingOverrides
 
     report = evaluate(model, prompts, seeds=seeds, sampling=SamplingOverrides(**settings))
     worst = sorted(report.per_family.items(), key=lambda kv: kv[1])[:2]
     return {"label": label, "calls": calls, "adherence": report.mean_adherence, "worst": worst,
-            "families": report.per_family, "frechet": report.frechet, "one": one, "page": page}
+            "families": report.per_family, "frechet": report.frechet, "one": one, "next": nxt, "page": page}
 
 
 def same_picture(fast, full, prompts, seeds: int) -> float:
@@ -75,6 +85,32 @@ def same_picture(fast, full, prompts, seeds: int) -> float:
     return sum(sims) / len(sims)
 
 
+def header(args, model) -> None:
+    print(f"## bench_fewstep — {datetime.date.today()}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {torch.get_num_threads()}")
+    print(f"command: python benchmarks/bench_fewstep.py {' '.join(sys.argv[1:])}")
+
+
+def time_only(args) -> None:
+    """Times of each model at its defaults, three rounds interleaved (the machine is noisy)."""
+    import noise2art
+
+    models = [noise2art.load_model(name, device="cpu") for name in (args.model, args.fast) if name]
+    runs = {m.model_id: [] for m in models}
+    for _ in range(3):
+        for m in models:
+            runs[m.model_id].append(timed(m))
+    header(args, models[0])
+    print()
+    print("| model (defaults) | one image, new prompt (s) | next image, prompt encoded (s) | page of 24 (s) |")
+    print("|---|---|---|---|")
+    for m in models:
+        one, nxt, page = (min(r[k] for r in runs[m.model_id]) for k in range(3))
+        print(f"| {m.model_id}: {m.defaults.scheduler} {m.defaults.steps}, guidance {m.defaults.guidance:g} "
+              f"| {one:.3f} | {nxt:.3f} | {page:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="world-64")
@@ -83,7 +119,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", default="2,3,4,6,8,12")
     parser.add_argument("--schedulers", default="ddim,euler,euler-a,dpm++2m,dpm++2m-karras,unipc,lms,pndm,heun")
+    parser.add_argument("--time-only", action="store_true",
+                        help="only the times of the model's default and of the distilled model (no quality)")
     args = parser.parse_args()
+    if args.time_only:
+        time_only(args)
+        return
 
     import noise2art
     from noise2art.world.captions import parse
@@ -117,17 +158,15 @@ def main() -> None:
     passing = [r for r in rows[1:] if keeps(r)]
     pick = min(passing, key=lambda r: (r["calls"], r["one"])) if passing else None
 
-    print(f"## bench_fewstep — {datetime.date.today()}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}")
-    print(f"command: python benchmarks/bench_fewstep.py {' '.join(sys.argv[1:])}")
+    header(args, model)
     print(f"model: {model.model_id}, guidance {d.guidance:g}; {args.prompts} held-out prompts x {args.seeds} seeds\n")
-    print("| setting | UNet calls | adherence | lowest families | Frechet | one image (s) | page of 24 (s) | keeps quality |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| setting | UNet calls | adherence | lowest families | Frechet | one image (s) | next image (s) "
+          "| page of 24 (s) | keeps quality |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows + fast_rows:
         worst = ", ".join(f"{f} {v:.2f}" for f, v in r["worst"])
         print(f"| {r['label']} | {r['calls']} | {r['adherence']:.3f} | {worst} | {r['frechet']:.4f} | "
-              f"{r['one']:.3f} | {r['page']:.2f} | {'yes' if r is ref or keeps(r) else 'no'} |")
+              f"{r['one']:.3f} | {r['next']:.3f} | {r['page']:.2f} | {'yes' if r is ref or keeps(r) else 'no'} |")
     print()
     if pick is not None:
         print(f"preview pick (fewest UNet calls that keeps quality): **{pick['label']}** "
