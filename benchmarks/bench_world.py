@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--classifier-images", type=int, default=2000)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
     args = parser.parse_args()
 
     import noise2art
@@ -81,6 +81,7 @@ def main() -> None:
     from noise2art.world.evaluation import evaluate, held_out_prompts
 
     model = noise2art.load_model(args.model, device="cpu")
+    args.steps = args.steps or model.defaults.steps
     # Timed first, in a fresh process as a `generate` call runs: after the evaluation's
     # large batches one image timed about 25% slower in the same process.
     speed = timing(model, args.steps)
@@ -112,7 +113,8 @@ def main() -> None:
     print(f"| 'single color ball', distinct colours in 20 seeds | {len(colours)} ({', '.join(colours)}) | >= 5 |")
     print(f"| 'red ball', red in 20 seeds | {n_red} | >= 18 |")
     for precision, (one, eight) in speed.items():
-        print(f"| one image, {args.steps} steps with guidance, precision {precision} (s) | {one:.3f} | <= 0.5 |")
+        guided = "with guidance" if model.defaults.guidance > 1 else "guidance distilled"
+        print(f"| one image, {args.steps} steps {guided}, precision {precision} (s) | {one:.3f} | <= 0.5 |")
         print(f"| batch of 8, precision {precision} (s) | {eight:.3f} | |")
         print(f"| batch of 8 / one image, precision {precision} | {eight / one:.2f} | <= 3 |")
     print("\nclassifier accuracy per family: " + ", ".join(f"{f} {a:.3f}" for f, a in acc.items()))

@@ -350,10 +350,11 @@ def run_stream_page(ctx) -> dict:
     def on_batch(results, images) -> None:
         items = page_items(ctx.model, stream, results, images, version=ctx.worker.version, owner=ctx.owner,
                            job_id=ctx.job["id"], embedding_id=query_id)
-        ids = [row["id"] for row in ctx.store.add_images(items)]
-        ctx.store.add_stream_results(stream.id, ctx.owner, [(r.idx, i) for r, i in zip(results, ids)])
-        for r, i in zip(results, ids):
-            ctx.emit("job.image", {"image_id": i, "idx": r.idx, "seed": r.seed})
+        with ctx.store.transaction():  # the batch's images, their places in the stream and events at once
+            ids = [row["id"] for row in ctx.store.add_images(items)]
+            ctx.store.add_stream_results(stream.id, ctx.owner, [(r.idx, i) for r, i in zip(results, ids)])
+            for r, i in zip(results, ids):
+                ctx.emit("job.image", {"image_id": i, "idx": r.idx, "seed": r.seed})
         done["n"] += len(results)
         ctx.progress(done["n"] / len(idxs), force=True)
         ctx.yield_point()  # a prefetched page gives way to the page someone is looking at
