@@ -73,7 +73,11 @@ class GenerationParams:
     def from_settings(cls, settings, *, prompt: str, negative: str, seed: int, model: str, version: str,
                       embedding_hash: str, embedding_file: str = "", batch_seeds=(), derived_from: str = "",
                       stream: dict | None = None):
-        """The record of one image sampled with `settings` (an `engine.settings.SampleSettings`)."""
+        """The record of one image sampled with `settings` (an `engine.settings.SampleSettings`).
+
+        When a student UNet ran (`settings.unet`, a preview), the record names the student as
+        the model: loading it by that name draws the same image again."""
+        model = getattr(settings, "unet", "") or model
         return cls(prompt=prompt, negative=negative, seed=seed, steps=settings.steps, guidance=settings.guidance,
                    scheduler=settings.scheduler_label, width=settings.width, height=settings.height, model=model,
                    version=version, embedding_hash=embedding_hash, embedding_file=embedding_file,

@@ -325,3 +325,27 @@ def test_quality_preview_takes_the_models_preview_under_what_is_asked(tiny_model
             tiny_model.resolve(quality="draft")
     finally:
         tiny_model.defaults, tiny_model.preview = saved
+
+
+def test_a_preview_can_run_a_student_unet_and_records_name_it(with_student):
+    """A model that carries a few-step student (`unet_variants`) runs it for previews; the
+    settings say which UNet ran, and the record names the student as the model."""
+    from noise2art.pngmeta import GenerationParams
+
+    model = with_student
+    preview = model.resolve(quality="preview")
+    full = model.resolve(quality="full", steps=3, guidance=1.0, scheduler="ddim")
+    assert preview.unet == "tiny-fast" and full.unet == ""
+    assert "unet" not in full.to_dict() and preview.to_dict()["unet"] == "tiny-fast"
+    with torch.no_grad():
+        a = model.render("a red ball", seeds=[4], quality="preview")
+        again = model.render("a red ball", seeds=[4], settings=preview.as_overrides())
+        own = model.render("a red ball", seeds=[4], settings=full.as_overrides())
+    torch.testing.assert_close(a, again, atol=0, rtol=0)  # the record repeats the preview
+    assert not torch.allclose(a, own)  # and it was the student that ran
+    record = dict(prompt="a red ball", negative="", seed=4, model=model.model_id, version="x", embedding_hash="h")
+    assert GenerationParams.from_settings(preview, **record).model == "tiny-fast"
+    assert GenerationParams.from_settings(full, **record).model == model.model_id
+    with pytest.raises(InvalidArgument) as err:
+        model.resolve(unet="no-such-student")
+    assert err.value.name == "unet" and "tiny-fast" in str(err.value)

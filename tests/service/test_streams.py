@@ -130,3 +130,18 @@ def test_a_preview_stream_renders_at_the_models_preview_and_an_image_renders_aga
         assert client.post("/api/v1/images/0123456789abcdef/render", json={}).status_code == 404
     finally:
         tiny_model.defaults, tiny_model.preview = saved
+
+
+def test_previews_drawn_by_a_student_name_it_and_a_like_stream_keeps_it(with_student, client):
+    health = client.get("/api/v1/health").json()
+    assert health["preview"]["model"] == "tiny-fast" and health["defaults"]["model"] == with_student.model_id
+    r = client.post("/api/v1/generate", json={"prompt": "a red ball", "seeds": [5], "quality": "preview"})
+    job = wait_job(client, r.json()["job_id"])
+    image = client.get(f"/api/v1/images/{job['result']['image_ids'][0]}").json()
+    assert image["model_id"] == "tiny-fast" and (image["steps"], image["guidance"]) == (3, 1.0)
+    assert "Model: tiny-fast" in image["parameters"]
+    like = create(client, like=image["id"])  # a stream around it goes on with the same UNet ...
+    assert like["settings"]["unet"] == "tiny-fast"
+    full = client.post("/api/v1/generate", json={"prompt": "a red ball", "seeds": [5]})
+    image = client.get(f"/api/v1/images/{wait_job(client, full.json()['job_id'])['result']['image_ids'][0]}").json()
+    assert image["model_id"] == with_student.model_id  # ... and full quality runs the model's own

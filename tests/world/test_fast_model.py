@@ -64,3 +64,29 @@ def test_it_draws_the_full_models_picture_for_the_same_seed(fast, full):
     same = sims.diagonal()
     others = (sims.sum() - same.sum()) / (sims.numel() - len(same))
     assert same.mean() > others + 0.05
+
+
+def test_world_64_previews_run_its_student(fast, full):
+    """world-64's preview is world-64-fast at its own settings: the very same image, and a
+    record that names the student (so `--from` loads it and draws it again)."""
+    from noise2art.pngmeta import GenerationParams
+
+    run = full.resolve(quality="preview")
+    assert (run.unet, run.steps, run.guidance, run.scheduler) == ("world-64-fast", 4, 1.0, "ddim")
+    assert full.resolve().unet == "" and fast.unet_variants == {}
+    with torch.no_grad():
+        torch.testing.assert_close(full.render("a red ball", seeds=[3, 4], quality="preview"),
+                                   fast.render("a red ball", seeds=[3, 4]), atol=0, rtol=0)
+    params = GenerationParams.from_settings(run, prompt="a red ball", negative="", seed=3, model=full.model_id,
+                                            version="x", embedding_hash="h")
+    assert params.model == "world-64-fast"
+
+
+def test_only_the_model_a_student_was_distilled_from_previews_with_it():
+    from noise2art.engine.loading import _preview_student
+
+    assert _preview_student({"unet": "world-64-fast"}, "world-64")[0] == "world-64-fast"
+    assert _preview_student({"unet": "world-64-fast"}, "/some/copy/of/world-64") is None
+    assert _preview_student(None, "world-64") is None
+    with pytest.raises(noise2art.ModelLoadError):
+        _preview_student({"unet": "no-such-model"}, "world-64")

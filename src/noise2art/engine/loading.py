@@ -186,6 +186,12 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
     scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json")
     defaults = SamplingOverrides.from_dict(extra_spec.get("defaults"))
     preview = SamplingOverrides.from_dict(extra_spec.get("preview"))
+    variants = {}
+    student = _preview_student(extra_spec.get("preview_student"), model_id)
+    if student is not None:
+        name, student_folder, student_defaults = student
+        variants[name] = student_folder
+        preview = student_defaults.merged(SamplingOverrides(unet=name))
     model = Model(
         model_id=model_id,
         unet=unet.to(device, dtype).eval().requires_grad_(False),
@@ -196,6 +202,7 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
         dtype=dtype,
         defaults=defaults,
         preview=preview,
+        unet_variants=variants,
         source=str(folder),
         vocabulary=_read_vocabulary(_own_or_base(folder, base, "vocabulary.json"), model_id),
     )
@@ -204,6 +211,25 @@ def load_folder(folder: Path, device: torch.device, dtype: torch.dtype, model_id
     companions.attach(model, folder if base is None or "companions" in extra_spec.get("own", ()) else base,
                       extra_spec)
     return model
+
+
+def _preview_student(spec: dict | None, model_id: str) -> tuple[str, Path, SamplingOverrides] | None:
+    """`noise2art.json` "preview_student": {"unet": NAME}: previews run the embedded model
+    NAME (a few-step student) at its own defaults, when NAME was distilled from this very
+    model (its `base`). Returns (name, its folder, its defaults), or None where it does not
+    apply (no entry, or this folder is not the registry model the student was made from:
+    a copy or a retrained model keeps its own "preview")."""
+    if not spec:
+        return None
+    name = registry.canonical_name(str(spec.get("unet", "")))
+    if name is None:
+        raise ModelLoadError(f"model '{model_id}': preview_student {spec!r} names no embedded model "
+                             f"({', '.join(registry.known_names())})")
+    folder = registry.embedded_path(name)
+    student_spec = _read_json(folder / "noise2art.json") if (folder / "noise2art.json").is_file() else {}
+    if registry.canonical_name(model_id) is None or student_spec.get("base") != registry.canonical_name(model_id):
+        return None
+    return name, folder, SamplingOverrides.from_dict(student_spec.get("defaults"))
 
 
 def _own_or_base(folder: Path, base: Path | None, name: str) -> Path:

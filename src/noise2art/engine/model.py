@@ -41,7 +41,12 @@ class Model:
             a None scheduler is the folder's own scheduler config).
         preview: the settings of `quality="preview"` on top of the defaults (fewer UNet
             calls, the fastest setting that keeps quality as benchmarks/bench_fewstep.py
-            measures it); the folder's `noise2art.json` "preview", empty when it has none.
+            measures it); the folder's `noise2art.json` "preview", empty when it has none,
+            or its few-step student's own defaults with `unet` naming the student.
+        unet_variants: UNets the model can denoise with instead of its own, by name: its
+            few-step students (`{name: model folder}`), loaded on first use. A student
+            shares everything else (text encoder, autoencoder, companions), so the same
+            embedding and seed give the student's version of the same picture.
         companions: the networks beside the denoiser (world CLIP, aesthetic head, attribute
             classifiers, ...), a `Companions`.
         vocabulary: the words feedback sessions draw on, from the model folder's
@@ -62,6 +67,9 @@ class Model:
     companions: Companions = field(default_factory=Companions)
     source: str = ""
     vocabulary: dict | None = None
+    unet_variants: dict = field(default_factory=dict)
+    # The students' UNets once loaded, by (name, dtype).
+    _variant_unets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # Reduced-precision copies of the UNet for no-grad sampling, by dtype, each with the
     # UNet it was copied from (a replaced UNet gets a fresh copy).
     _denoisers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -216,12 +224,17 @@ class Model:
         dtype = resolve_precision(self.device, self.dtype, precision)
         scheduler = given.scheduler
         scheduler_class = self.scheduler_class if scheduler is None else SCHEDULERS[scheduler].class_name
+        unet = given.unet or ""
+        if unet and unet not in self.unet_variants:
+            have = ", ".join(sorted(self.unet_variants)) or "none"
+            raise InvalidArgument("unet", f"model '{self.model_id}' has no UNet named {unet!r} (students: {have})")
         return SampleSettings(
             steps=steps, guidance=guidance, scheduler=scheduler, scheduler_class=scheduler_class,
             height=height, width=width, eta=0.0 if given.eta is None else float(given.eta),
             # Recorded as resolved on this machine, so a record repeats it anywhere.
             precision="model" if dtype == self.dtype else "bf16",
             batch_size=asked.batch_size or self.auto_batch_size(height, width, guidance),
+            unet=unet,
         )
 
     def sample(
@@ -277,7 +290,9 @@ class Model:
         if pairing not in ("product", "zip"):
             raise InvalidArgument("pairing", f"must be 'product' or 'zip', got {pairing!r}")
         unet = self.unet
-        if grad_steps == "none" or not torch.is_grad_enabled():
+        if run.unet:
+            unet = self.variant_unet(run.unet, self.dtype if run.precision == "model" else torch.bfloat16)
+        elif grad_steps == "none" or not torch.is_grad_enabled():
             unet = self.denoiser(self.dtype if run.precision == "model" else torch.bfloat16)
         height, width = run.height, run.width
 
@@ -332,6 +347,19 @@ class Model:
             )
         out = torch.cat(outputs)
         return (out, run) if return_settings else out
+
+    def variant_unet(self, name: str, dtype: torch.dtype) -> torch.nn.Module:
+        """The UNet of student `name` (`unet_variants`) in `dtype`, loaded once."""
+        key = (name, dtype)
+        if key not in self._variant_unets:
+            from diffusers import UNet2DConditionModel
+
+            if name not in self.unet_variants:
+                raise InvalidArgument("unet", f"model '{self.model_id}' has no UNet named {name!r}")
+            unet = UNet2DConditionModel.from_pretrained(self.unet_variants[name], subfolder="unet",
+                                                        use_safetensors=True, torch_dtype=dtype)
+            self._variant_unets[key] = unet.to(self.device, dtype).eval().requires_grad_(False)
+        return self._variant_unets[key]
 
     def denoiser(self, dtype: torch.dtype) -> torch.nn.Module:
         """The UNet in `dtype`: the model's own, or a gradient-free copy made once."""

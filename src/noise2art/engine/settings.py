@@ -38,6 +38,8 @@ class SamplingOverrides:
         quality: "full" (the model's defaults) or "preview" (its preview settings, fewer
             UNet calls, for results a person scrolls or scrubs past; `Model.preview`).
             The settings that ran are recorded, never the word, so a preview repeats exactly.
+        unet: which UNet denoises: "" the model's own, or the name of a few-step student
+            the model carries (`Model.unet_variants`; world-64's preview runs world-64-fast).
     """
 
     steps: int | None = None
@@ -49,6 +51,7 @@ class SamplingOverrides:
     precision: str | None = None
     batch_size: int | None = None
     quality: str | None = None
+    unet: str | None = None
 
     def __post_init__(self):
         if self.scheduler == FOLDER_SCHEDULER:
@@ -67,6 +70,8 @@ class SamplingOverrides:
             check_scheduler(self.scheduler)
         if self.precision is not None:
             check_precision(self.precision)
+        if self.unet is not None and not isinstance(self.unet, str):
+            raise InvalidArgument("unet", f"must be a model name or \"\", got {self.unet!r}")
         if self.quality is not None and self.quality not in QUALITIES:
             raise InvalidArgument("quality", f"must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int)
@@ -120,6 +125,8 @@ class SampleSettings:
         precision: as resolved on this machine, "model" or "bf16", so that a record
             reproduces the image anywhere.
         batch_size: samples per UNet batch.
+        unet: "" when the model's own UNet ran, else the name of the student that ran (an
+            embedded model of its own: records name it as the image's model).
     """
 
     steps: int
@@ -131,6 +138,7 @@ class SampleSettings:
     eta: float
     precision: str
     batch_size: int
+    unet: str = ""
 
     @property
     def scheduler_label(self) -> str:
@@ -141,7 +149,12 @@ class SampleSettings:
         """The same settings as overrides, to run them again exactly."""
         return SamplingOverrides(steps=self.steps, guidance=self.guidance, scheduler=self.scheduler,
                                  height=self.height, width=self.width, eta=self.eta, precision=self.precision,
-                                 batch_size=self.batch_size)
+                                 batch_size=self.batch_size, unet=self.unet)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; `unet` only when a student ran, so that the records (and
+        stream ids) of the model's own UNet read as they always did."""
+        data = asdict(self)
+        if not data["unet"]:
+            del data["unet"]
+        return data

@@ -37,7 +37,7 @@ def image_items(model, images: torch.Tensor, settings: SampleSettings, emb: Prom
             version=version, embedding_hash=emb.hash(), batch_seeds=seeds)
         fields = {"parameters": params.infotext(), **((extra or [{}] * len(pil))[k])}
         items.append((png_bytes(image, params), dict(
-            model_id=model.model_id, embedding_id=embedding_id, prompt=emb.prompts[0], negative=emb.negative[0],
+            model_id=params.model, embedding_id=embedding_id, prompt=emb.prompts[0], negative=emb.negative[0],
             seed=seed, steps=settings.steps, guidance=settings.guidance, scheduler=settings.scheduler_label,
             width=settings.width, height=settings.height, precision=settings.precision, method=method,
             job_id=job_id, owner=owner, extra=fields, features=features[k])))

@@ -265,9 +265,11 @@ def _image_anchor(model, store: Store, image_id: str, owner: str, field: str):
     if record.get("toward"):
         toward = record["toward"]
         emb = steer(emb, concept_direction(model, emb, toward["concept"]), float(toward["weight"]))
+    # A preview drawn by the model's student names the student as its model: the same UNet then.
+    unet = row["model_id"] if row["model_id"] in model.unet_variants else ""
     settings = SamplingOverrides(steps=row["steps"], guidance=row["guidance"],
                                  scheduler=None if row["scheduler"] == "default" else row["scheduler"],
-                                 height=row["height"], width=row["width"], precision=row["precision"])
+                                 height=row["height"], width=row["width"], precision=row["precision"], unet=unet)
     return Anchor(emb, int(row["seed"])), settings
 
 
@@ -292,7 +294,8 @@ def build_stream(model, store: Store, request: dict, owner: str):
     ids = [request["like"]] if kind == "like" else request[kind]
     anchors = [_image_anchor(model, store, i, owner, kind) for i in ids]
     if asked.quality == "preview":  # the preview's own steps, guidance and scheduler, not the images'
-        anchors[0] = (anchors[0][0], dataclasses.replace(anchors[0][1], steps=None, guidance=None, scheduler=None))
+        anchors[0] = (anchors[0][0], dataclasses.replace(anchors[0][1], steps=None, guidance=None, scheduler=None,
+                                                         unet=None))
     config.sampling = anchors[0][1].merged(SamplingOverrides(**{k: v for k, v in asked.given().items()
                                                                  if k != "precision" or request.get("precision")}))
     build = {"like": Stream.like, "between": Stream.between, "beyond": Stream.beyond}[kind]

@@ -98,7 +98,8 @@ class Health(BaseModel):
     queued: int
     users: bool
     defaults: dict = Field(default_factory=dict, description="the model's sampling settings (quality full)")
-    preview: dict = Field(default_factory=dict, description="the settings quality preview runs (on top of defaults)")
+    preview: dict = Field(default_factory=dict, description="the settings quality preview runs (on top of defaults); "
+                          "`model` names the few-step student that draws previews where the model has one")
 
 
 class ImageView(BaseModel):

@@ -429,7 +429,7 @@ class Worker:
                 if attributes is not None:
                     extra["attributes"] = attributes[k]
                 items.append((png_bytes(pil[k], params), dict(
-                    model_id=model.model_id, embedding_id=s.embedding_id, prompt=emb.prompts[0],
+                    model_id=params.model, embedding_id=s.embedding_id, prompt=emb.prompts[0],
                     negative=emb.negative[0], seed=seed, steps=ran.steps, guidance=ran.guidance,
                     scheduler=ran.scheduler_label, width=ran.width, height=ran.height, precision=ran.precision,
                     method="generate", job_id=s.job["id"], owner=s.job["owner"], extra=extra, features=features[k])))

@@ -103,7 +103,8 @@ def health(request: Request) -> S.Health:
     state = _state(request)
     model = state.model
     settings = {q: model.resolve(quality=q) for q in ("full", "preview")}
-    shown = {q: {"steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler_label} for q, s in settings.items()}
+    shown = {q: {"steps": s.steps, "guidance": s.guidance, "scheduler": s.scheduler_label,
+                 "model": s.unet or model.model_id} for q, s in settings.items()}
     return S.Health(status="ok", model=model.model_id, version=__version__, queued=state.store.count_pending(),
                     users=state.store.has_users(), defaults=shown["full"], preview=shown["preview"])
 
