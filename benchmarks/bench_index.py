@@ -1,6 +1,8 @@
 """The infinite index on the embedded model: directed queries and the spacing of between streams.
 
     python benchmarks/bench_index.py [--seeds 8] [--quick]
+    python benchmarks/bench_index.py --between-only [--shapes together]
+    python benchmarks/bench_index.py --path-shapes [--grid 65]
 
 Directed queries: for (query, concept) pairs whose concept the world's caption parser maps
 to one attribute value, render the query's first results undirected and steered at
@@ -11,6 +13,12 @@ attributes (`world.evaluation.score_predictions`).
 Between: for pairs of (prompt, seed) anchors, the first 7 results of a between stream with
 the two anchors' own images, ordered by t; the image-space steps (world CLIP) between
 neighbours, max / mean, against 9 evenly spaced positions.
+
+`--path-shapes` measures the paths themselves: each pair's path on a dense grid of t,
+moving embedding and noise together (the stream's path), the embedding first, or the
+noise first, and prints the largest single step as a share of the whole path's change.
+A step holding a share f of the change makes max / mean >= 8 f over 8 steps, however the
+results are placed.
 """
 
 from __future__ import annotations
@@ -79,7 +87,7 @@ def directed(model, seeds: int) -> dict:
     return {"pairs": len(PAIRS), "seeds": seeds, "by_floor": by_floor, "rows": rows}
 
 
-def between(model, coarse: int = 9) -> dict:
+def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None) -> dict:
     from noise2art.methods.index import Anchor, Stream, StreamConfig
     from noise2art.methods.retime import model_distance, step_ratio
 
@@ -87,22 +95,46 @@ def between(model, coarse: int = 9) -> dict:
     out = []
     for (pa, sa), (pb, sb) in BETWEEN:
         stream = Stream.between(model, Anchor(model.encode([pa]), sa), Anchor(model.encode([pb]), sb),
-                                StreamConfig(coarse=coarse))
+                                StreamConfig(coarse=coarse) if shapes is None else StreamConfig(coarse=coarse,
+                                                                                                 shapes=shapes))
         results = stream.results(range(7))
-        path, _, _, _ = stream._path
+        path = stream._path[0]
         ts = sorted([0.0, 1.0] + [r.record["t"] for r in results])
         even = np.linspace(0, 1, 9)
         ratios = {}
         for name, positions in (("stream", ts), ("even", even)):
-            alphas = torch.tensor(positions, dtype=torch.float64)
             from noise2art.methods.interpolate import render_frames
 
-            images = render_frames(model, path.embeddings(alphas), path.noises(alphas), path.config)
+            embeddings, noises = stream.path_point(torch.tensor(positions, dtype=torch.float64))
+            images = render_frames(model, embeddings, noises, path.config)
             ratios[name] = step_ratio(distance(images[:-1], images[1:]))
-        out.append({"a": pa, "b": pb, "ratio_stream": ratios["stream"], "ratio_even": ratios["even"]})
+        out.append({"a": pa, "b": pb, "shape": results[0].record["shape"], "ratio_stream": ratios["stream"],
+                    "ratio_even": ratios["even"]})
     return {"pairs": out, "max_ratio_stream": max(p["ratio_stream"] for p in out),
             "mean_ratio_stream": float(np.mean([p["ratio_stream"] for p in out])),
             "mean_ratio_even": float(np.mean([p["ratio_even"] for p in out]))}
+
+
+def path_shapes(model, grid: int) -> list[dict]:
+    """Per pair and path shape: the largest grid step's share of the path's total change."""
+    from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath, render_frames
+    from noise2art.methods.retime import model_distance
+
+    distance = model_distance(model)
+    t = torch.linspace(0, 1, grid, dtype=torch.float64)
+    shapes = {"together": (t, t), "embedding first": ((2 * t).clamp(0, 1), (2 * t - 1).clamp(0, 1)),
+              "noise first": ((2 * t - 1).clamp(0, 1), (2 * t).clamp(0, 1))}
+    out = []
+    for (pa, sa), (pb, sb) in BETWEEN:
+        cfg = InterpolationConfig(frames=9, seed=sa, seed_to=sb, range=(0.0, 1.0))
+        path = InterpolationPath(model, [model.encode([pa]), model.encode([pb])], cfg)
+        row = {"a": pa, "b": pb}
+        for name, (along_embedding, along_noise) in shapes.items():
+            images = render_frames(model, path.embeddings(along_embedding), path.noises(along_noise), cfg)
+            steps = distance(images[:-1], images[1:]).double()
+            row[name] = float(steps.max() / steps.sum())
+        out.append(row)
+    return out
 
 
 def main() -> int:
@@ -111,11 +143,19 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=8, help="results per (pair, floor) (default 8)")
     p.add_argument("--quick", action="store_true", help="4 results per (pair, floor)")
+    p.add_argument("--between-only", action="store_true", help="only the between streams")
+    p.add_argument("--shapes", default=None, help="between: the path shapes a stream measures, comma-separated "
+                                                  "(default: all of methods.index.PATH_SHAPES)")
+    p.add_argument("--path-shapes", action="store_true", help="only the largest-step share of three path shapes")
+    p.add_argument("--grid", type=int, default=65, help="positions per path for --path-shapes (default 65)")
     args = p.parse_args()
     model = noise2art.load_model()
+    if args.path_shapes:
+        print(json.dumps({"path_shapes": path_shapes(model, args.grid)}))
+        return 0
     t = time.perf_counter()
-    report = {"directed": directed(model, 4 if args.quick else args.seeds)}
-    report["between"] = between(model)
+    report = {} if args.between_only else {"directed": directed(model, 4 if args.quick else args.seeds)}
+    report["between"] = between(model, shapes=tuple(args.shapes.split(",")) if args.shapes else None)
     report["seconds"] = time.perf_counter() - t
     print(json.dumps(report))
     return 0

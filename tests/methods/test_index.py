@@ -9,6 +9,7 @@ from noise2art import space
 from noise2art.engine.settings import SamplingOverrides
 from noise2art.errors import InvalidArgument
 from noise2art.methods.index import (
+    PATH_SHAPES,
     Anchor,
     Stream,
     StreamConfig,
@@ -16,6 +17,7 @@ from noise2art.methods.index import (
     concept_direction,
     directed_weight,
     page_indices,
+    path_alphas,
     van_der_corput,
 )
 
@@ -169,9 +171,42 @@ def test_refinement_bisects_where_the_picture_changes(tiny_model, monkeypatch):
                         lambda model: lambda x, y: torch.ones(x.shape[0], dtype=torch.float64))
     stream = Stream.between(tiny_model, a, b, config(coarse=5, refine=3))
     stream.results([0])
-    _, alphas, arc, _ = stream._path
+    _, alphas, arc, _, _ = stream._path
     assert len(alphas) == 5 + 3 and float(arc[-1]) == 4 + 3
     assert alphas.tolist() == sorted(alphas.tolist()) and len(set(alphas.tolist())) == 8
     unrefined = Stream.between(tiny_model, a, b, config(coarse=5, refine=0))
     unrefined.results([0])
     assert len(unrefined._path[1]) == 5
+
+
+def test_path_shapes_start_and_end_on_the_two_images():
+    t = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+    for shape in PATH_SHAPES:
+        along_embedding, along_noise = path_alphas(shape, t)
+        assert (float(along_embedding[0]), float(along_noise[0])) == (0.0, 0.0)
+        assert (float(along_embedding[-1]), float(along_noise[-1])) == (1.0, 1.0)
+    assert path_alphas("embedding first", t)[0].tolist() == [0.0, 0.5, 1.0, 1.0, 1.0]
+    assert path_alphas("embedding first", t)[1].tolist() == [0.0, 0.0, 0.0, 0.5, 1.0]
+    with pytest.raises(InvalidArgument, match="shapes"):
+        config(shapes=("sideways",)).check()
+    with pytest.raises(InvalidArgument, match="shapes"):
+        config(shapes=()).check()
+
+
+def test_between_takes_the_shape_whose_largest_step_is_the_smallest_share(tiny_model, monkeypatch):
+    from noise2art.methods import retime
+
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    # The coarse render of each shape in turn: together jumps (4 of 11), embedding first is
+    # even (1 of 8), noise first in between (2 of 9).
+    measured = iter([[4.0] + [1.0] * 7, [1.0] * 8, [2.0] + [1.0] * 7])
+    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(next(measured)))
+    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0))
+    first = stream.results([0])[0]
+    assert first.record["shape"] == "embedding first" and first.record["t"] == pytest.approx(0.5)
+    # Halfway along "embedding first": the second image's embedding on the first image's noise.
+    torch.testing.assert_close(first.embedding.cond, b.embedding.cond, atol=1e-5, rtol=0)
+    torch.testing.assert_close(first.noise, tiny_model.initial_noise([1]), atol=1e-5, rtol=0)
+    only = Stream.between(tiny_model, a, b, config(shapes=("together",)))
+    assert only.id != stream.id  # the shapes measured are part of what names a between stream

@@ -18,7 +18,10 @@ Kinds of stream:
   re-timed to constant image-space speed (a coarse render measures it, as
   `methods.retime` does) and result ``idx`` sits at arc-length fraction ``u_idx`` of the
   van der Corput sequence (1/2, 1/4, 3/4, 1/8, ...), so each new page fills the largest
-  remaining gaps.
+  remaining gaps. The path moves embedding and noise together, or one after the other
+  (``PATH_SHAPES``): the coarse render measures each shape and the stream takes the one
+  whose largest step is the smallest share of its whole change, since a picture that
+  flips in one step of t stays a jump however finely the results are placed.
 - ``beyond``: the same past the second image, ``t`` in ``(1, t_end]``, where ``t_end`` is
   the last position before the path jumps (`methods.retrievability.speed_profile`).
 
@@ -48,6 +51,7 @@ from noise2art.errors import InvalidArgument
 
 KINDS = ("query", "like", "between", "beyond")
 SEED_RULES = ("derived", "shared")
+PATH_SHAPES = ("together", "embedding first", "noise first")
 PAGE_SIZE = 24
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 10**9
@@ -91,6 +95,20 @@ def stream_key(description: dict) -> int:
 
 
 SHARED_KEY = stream_key({"rule": "shared"})
+
+
+def path_alphas(shape: str, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Where a path of `shape` is at positions `t [N]` in [0, 1]: `(embedding alphas [N], noise
+    alphas [N])`. "together" moves both at once; "embedding first" moves the embedding over
+    the first half and the noise over the second; "noise first" the other way round."""
+    if shape == "together":
+        return t, t
+    first, second = (2 * t).clamp(0, 1), (2 * t - 1).clamp(0, 1)
+    if shape == "embedding first":
+        return first, second
+    if shape == "noise first":
+        return second, first
+    raise InvalidArgument("shapes", f"must be one of {', '.join(PATH_SHAPES)}, got {shape!r}")
 
 
 def van_der_corput(n: int, base: int = 2) -> float:
@@ -147,6 +165,8 @@ class StreamConfig:
         coarse: `between` / `beyond`: positions rendered once to measure the path.
         refine: `between` / `beyond`: extra renders that bisect the path's largest steps
             (`methods.retime.refine_gaps`) before its arc length is taken.
+        shapes: `between`: the path shapes measured (`PATH_SHAPES`; `path_alphas`); the
+            one whose largest coarse step is the smallest share of its change is taken.
         beyond_max: `beyond`: the furthest t looked at.
         jump_factor: `beyond`: a step faster than this times the median speed is a jump.
         sampling: sampling settings of every result (`SamplingOverrides`).
@@ -157,6 +177,7 @@ class StreamConfig:
     noise_strength: float = 0.3
     coarse: int = 9
     refine: int = 16
+    shapes: tuple[str, ...] = PATH_SHAPES
     beyond_max: float = 2.0
     jump_factor: float = 3.0
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
@@ -172,6 +193,10 @@ class StreamConfig:
             raise InvalidArgument("coarse", f"must be an integer in [3, 64], got {self.coarse!r}")
         if isinstance(self.refine, bool) or not isinstance(self.refine, int) or not 0 <= self.refine <= 256:
             raise InvalidArgument("refine", f"must be an integer in [0, 256], got {self.refine!r}")
+        if (isinstance(self.shapes, str) or not self.shapes or len(set(self.shapes)) != len(self.shapes)
+                or any(shape not in PATH_SHAPES for shape in self.shapes)):
+            raise InvalidArgument("shapes", f"must be distinct names among {', '.join(PATH_SHAPES)}, got {self.shapes!r}")
+        self.shapes = tuple(self.shapes)
         if not (isinstance(self.beyond_max, (int, float)) and 1.0 < self.beyond_max <= 10.0):
             raise InvalidArgument("beyond_max", f"must be a number in (1, 10], got {self.beyond_max!r}")
         if not (isinstance(self.jump_factor, (int, float)) and self.jump_factor > 1.0):
@@ -287,9 +312,11 @@ class Stream:
             "path": (config.coarse, config.refine, config.beyond_max, config.jump_factor)
             if kind in ("between", "beyond") else None,
         }
+        if kind == "between":
+            description["shapes"] = list(config.shapes)
         self.key = stream_key(description)
         self.id = f"{self.key:016x}"
-        self._path = None  # between / beyond: (InterpolationPath, sample alphas, arc length)
+        self._path = None  # between / beyond: (InterpolationPath, sample alphas, arc length, end, shape)
 
     # -- constructors ----------------------------------------------------------------------
 
@@ -373,7 +400,8 @@ class Stream:
         return (0.0, 1.0) if self.kind == "between" else (1.0, float(self.config.beyond_max))
 
     def _measure(self, callback, cancel) -> None:
-        """Render the path at `coarse` positions once; keep its arc length (image space)."""
+        """Render the path at `coarse` positions once (per shape, for `between`); keep the
+        chosen shape's arc length (image space)."""
         if self._path is not None:
             return
         from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath, render_frames
@@ -386,10 +414,22 @@ class Stream:
         path = InterpolationPath(self.model, [a.embedding, b.embedding], cfg)
         lo, hi = self._span()
         alphas = torch.linspace(lo, hi, self.config.coarse, dtype=torch.float64)
-        images = render_frames(self.model, path.embeddings(alphas), path.noises(alphas), cfg,
-                               callback=callback, cancel=cancel)
         distance = model_distance(self.model)
-        steps = distance(images[:-1], images[1:]).double().clamp_min(0)
+
+        def render(shape: str, ts: Tensor, progress=None) -> Tensor:
+            along_embedding, along_noise = path_alphas(shape, ts)
+            return render_frames(self.model, path.embeddings(along_embedding), path.noises(along_noise), cfg,
+                                 callback=progress, cancel=cancel)
+
+        shapes = self.config.shapes if self.kind == "between" else ("together",)
+        measured = []
+        for shape in shapes:
+            images = render(shape, alphas, callback)
+            steps = distance(images[:-1], images[1:]).double().clamp_min(0)
+            share = float(steps.max() / steps.sum()) if float(steps.sum()) > 0 else 0.0
+            measured.append((share, shape, images, steps))
+        # The shape whose largest step is the smallest share of its change (the first on ties).
+        _, shape, images, steps = min(measured, key=lambda m: m[0])
         end = hi
         if self.kind == "beyond":
             profile = speed_profile(alphas, steps, self.config.jump_factor)
@@ -406,20 +446,23 @@ class Stream:
             from noise2art.methods.retime import refine_gaps
 
             xs, ims, gaps = alphas.tolist(), list(images[:len(alphas)].unbind(0)), steps.tolist()
-
-            def render(ts: Tensor) -> Tensor:
-                return render_frames(self.model, path.embeddings(ts), path.noises(ts), cfg, cancel=cancel)
-
-            refine_gaps(xs, ims, gaps, render, distance, 2 * self.config.coarse, self.config.refine,
-                        max(1, self.settings.batch_size), 1e-4)
+            refine_gaps(xs, ims, gaps, lambda ts: render(shape, ts), distance, 2 * self.config.coarse,
+                        self.config.refine, max(1, self.settings.batch_size), 1e-4)
             alphas = torch.tensor(xs, dtype=torch.float64)
             steps = torch.tensor(gaps, dtype=torch.float64)
         arc = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
-        self._path = (path, alphas, arc, end)
+        self._path = (path, alphas, arc, end, shape)
+
+    def path_point(self, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
+        """The embeddings `[N]` and initial noise `[N, C, h, w]` at positions `ts [N]` of a
+        measured between / beyond path (its shape applied)."""
+        path, _, _, _, shape = self._path
+        along_embedding, along_noise = path_alphas(shape, ts)
+        return path.embeddings(along_embedding), path.noises(along_noise)
 
     def position(self, idx: int) -> float:
         """Result `idx`'s t on the path: arc-length fraction `van_der_corput(idx + 1)`, re-timed."""
-        _, alphas, arc, _ = self._path
+        _, alphas, arc, _, _ = self._path
         u = van_der_corput(idx + 1)
         total = float(arc[-1])
         if total <= 0:
@@ -430,13 +473,12 @@ class Stream:
         return a0 + (target - s0) / (s1 - s0) * (a1 - a0) if s1 > s0 else a0
 
     def _path_result(self, idx: int) -> Result:
-        path, _, _, end = self._path
+        _, _, _, end, shape = self._path
         t = self.position(idx)
-        ts = torch.tensor([t], dtype=torch.float64)
-        emb = path.embeddings(ts)
-        noise = path.noises(ts)
+        emb, noise = self.path_point(torch.tensor([t], dtype=torch.float64))
+        extra = {"shape": shape} if self.kind == "between" else {}
         return Result(idx, self.anchors[0].seed, emb, noise,
-                      self._record(idx, t=t, end=end, anchor_seeds=[a.seed for a in self.anchors]))
+                      self._record(idx, t=t, end=end, anchor_seeds=[a.seed for a in self.anchors], **extra))
 
     @property
     def end(self) -> float | None:
