@@ -203,8 +203,12 @@ def test_between_takes_the_shape_whose_largest_step_is_the_smallest_share(tiny_m
     measured = iter([[4.0] + [1.0] * 7, [1.0] * 8, [2.0] + [1.0] * 7])
     monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(next(measured)))
     stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0))
-    first = stream.results([0])[0]
+    progress = []
+    first = stream.results([0], callback=lambda step, total, latents: progress.append((step, total)))[0]
     assert first.record["shape"] == "embedding first" and first.record["t"] == pytest.approx(0.5)
+    # One progress bar over the three shapes' renders: it only moves forward, to its end.
+    assert [s for s, _ in progress] == sorted(s for s, _ in progress) and progress[-1][0] == progress[-1][1]
+    assert len({t for _, t in progress}) == 1
     # Halfway along "embedding first": the second image's embedding on the first image's noise.
     torch.testing.assert_close(first.embedding.cond, b.embedding.cond, atol=1e-5, rtol=0)
     torch.testing.assert_close(first.noise, tiny_model.initial_noise([1]), atol=1e-5, rtol=0)

@@ -422,9 +422,16 @@ class Stream:
                                  callback=progress, cancel=cancel)
 
         shapes = self.config.shapes if self.kind == "between" else ("together",)
+
+        def progress_of(k: int) -> StepCallback | None:
+            # One bar over every shape's render: shape k covers the k-th share of the steps.
+            if callback is None:
+                return None
+            return lambda step, total, latents: callback(k * total + step, len(shapes) * total, latents)
+
         measured = []
-        for shape in shapes:
-            images = render(shape, alphas, callback)
+        for k, shape in enumerate(shapes):
+            images = render(shape, alphas, progress_of(k))
             steps = distance(images[:-1], images[1:]).double().clamp_min(0)
             share = float(steps.max() / steps.sum()) if float(steps.sum()) > 0 else 0.0
             measured.append((share, shape, images, steps))
@@ -455,7 +462,8 @@ class Stream:
 
     def path_point(self, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
         """The embeddings `[N]` and initial noise `[N, C, h, w]` at positions `ts [N]` of a
-        measured between / beyond path (its shape applied)."""
+        measured between / beyond path (its shape applied; measured first if need be)."""
+        self._measure(None, None)
         path, _, _, _, shape = self._path
         along_embedding, along_noise = path_alphas(shape, ts)
         return path.embeddings(along_embedding), path.noises(along_noise)
