@@ -266,10 +266,11 @@ class Model:
             settings: `SamplingOverrides` or resolved `SampleSettings` (see `resolve`).
             overrides: single settings on top of `settings`: `steps`, `guidance`,
                 `scheduler`, `height`, `width`, `eta`, `precision` ("model" | "bf16" |
-                "auto"), `batch_size`. A precision other than the model's dtype runs a
-                copy of the UNet made on first use; the latents and the scheduler's
-                arithmetic stay in the model's dtype. A call that carries gradients
-                always runs the model's own UNet.
+                "auto"), `batch_size`, `quality`, `unet` (a student of `unet_variants`
+                instead of the model's own UNet). A precision other than the model's
+                dtype runs a copy of the UNet made on first use; the latents and the
+                scheduler's arithmetic stay in the model's dtype. A call that carries
+                gradients runs the model's own UNet unless `unet` names a student.
             grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
             stop_after: return latents after this many steps.
             predict_clean: return the clean latents the last step taken predicts instead
