@@ -87,32 +87,43 @@ def directed(model, seeds: int) -> dict:
     return {"pairs": len(PAIRS), "seeds": seeds, "by_floor": by_floor, "rows": rows}
 
 
-def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None) -> dict:
+def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None, bridges: int | None = None) -> dict:
     from noise2art.methods.index import Anchor, Stream, StreamConfig
+    from noise2art.methods.interpolate import render_frames
     from noise2art.methods.retime import model_distance, step_ratio
+    from noise2art.metrics.features import distance_to_angle
 
     distance = model_distance(model)
     out = []
     for (pa, sa), (pb, sb) in BETWEEN:
-        stream = Stream.between(model, Anchor(model.encode([pa]), sa), Anchor(model.encode([pb]), sb),
-                                StreamConfig(coarse=coarse) if shapes is None else StreamConfig(coarse=coarse,
-                                                                                                 shapes=shapes))
+        config = StreamConfig(coarse=coarse)
+        if shapes is not None:
+            config.shapes = shapes
+        if bridges is not None:
+            config.bridges = bridges
+        stream = Stream.between(model, Anchor(model.encode([pa]), sa), Anchor(model.encode([pb]), sb), config)
         results = stream.results(range(7))
-        path = stream._path[0]
-        ts = sorted([0.0, 1.0] + [r.record["t"] for r in results])
-        even = np.linspace(0, 1, 9)
+        measured = stream.measured
+        ts = torch.tensor(sorted([0.0, 1.0] + [r.record["t"] for r in results]), dtype=torch.float64)
+        even = torch.linspace(0, 1, 9, dtype=torch.float64)
         ratios = {}
-        for name, positions in (("stream", ts), ("even", even)):
-            from noise2art.methods.interpolate import render_frames
-
-            embeddings, noises = stream.path_point(torch.tensor(positions, dtype=torch.float64))
-            images = render_frames(model, embeddings, noises, path.config)
-            ratios[name] = step_ratio(distance(images[:-1], images[1:]))
-        out.append({"a": pa, "b": pb, "shape": results[0].record["shape"], "ratio_stream": ratios["stream"],
-                    "ratio_even": ratios["even"]})
-    return {"pairs": out, "max_ratio_stream": max(p["ratio_stream"] for p in out),
-            "mean_ratio_stream": float(np.mean([p["ratio_stream"] for p in out])),
-            "mean_ratio_even": float(np.mean([p["ratio_even"] for p in out]))}
+        # The stream's results as drawn (bridges included), against evenly spaced points
+        # of the path it measured, before any bridge.
+        embeddings, noises = stream.path_point(even)
+        for name, images in (("stream", stream.render_at(ts)),
+                             ("even", render_frames(model, embeddings, noises, measured.path.config))):
+            d = distance(images[:-1], images[1:])
+            ratios[name] = step_ratio(d)
+            ratios[name + "_angle"] = step_ratio(distance_to_angle(d.double()))
+        out.append({"a": pa, "b": pb, "shape": measured.shape, "bridges": [b.record() for b in measured.bridges],
+                    "bridged_results": sum("bridge" in r.record for r in results), "renders": len(measured.alphas),
+                    "ratio_stream": ratios["stream"], "ratio_even": ratios["even"],
+                    "ratio_stream_angle": ratios["stream_angle"], "ratio_even_angle": ratios["even_angle"]})
+    summary = {"pairs": out}
+    for key in ("ratio_stream", "ratio_stream_angle", "ratio_even", "ratio_even_angle"):
+        summary["max_" + key] = max(p[key] for p in out)
+        summary["mean_" + key] = float(np.mean([p[key] for p in out]))
+    return summary
 
 
 def path_shapes(model, grid: int) -> list[dict]:
@@ -146,6 +157,7 @@ def main() -> int:
     p.add_argument("--between-only", action="store_true", help="only the between streams")
     p.add_argument("--shapes", default=None, help="between: the path shapes a stream measures, comma-separated "
                                                   "(default: all of methods.index.PATH_SHAPES)")
+    p.add_argument("--no-bridges", action="store_true", help="between: leave the path's jumps unbridged")
     p.add_argument("--path-shapes", action="store_true", help="only the largest-step share of three path shapes")
     p.add_argument("--grid", type=int, default=65, help="positions per path for --path-shapes (default 65)")
     args = p.parse_args()
@@ -155,7 +167,8 @@ def main() -> int:
         return 0
     t = time.perf_counter()
     report = {} if args.between_only else {"directed": directed(model, 4 if args.quick else args.seeds)}
-    report["between"] = between(model, shapes=tuple(args.shapes.split(",")) if args.shapes else None)
+    report["between"] = between(model, shapes=tuple(args.shapes.split(",")) if args.shapes else None,
+                                bridges=0 if args.no_bridges else None)
     report["seconds"] = time.perf_counter() - t
     print(json.dumps(report))
     return 0

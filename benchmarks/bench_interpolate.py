@@ -1,13 +1,13 @@
 """Benchmark of interpolation: batched frames, constant-speed re-timing, lerp vs slerp smoothness.
 
     python benchmarks/bench_interpolate.py [--model embedded] [--steps 20] [--frames 50]
-        [--retime-frames 24] [--refine 24] [--smooth-frames 16] [--pairs 10]
+        [--retime-frames 24] [--refine 24] [--retime-pairs 6] [--smooth-frames 16] [--pairs 10]
 
 (a) ``--frames`` frames of one path rendered in UNet batches vs one frame per call (the
     same frames): wall-time ratio, target >= 2x;
 (b) constant-speed re-timing of "beautiful mountain landscape, lake, snow, oil painting"
     -> "single red ball, flat": max / mean consecutive-frame distance before and after,
-    target: cut >= 2x;
+    target: cut >= 2x; with ``--retime-pairs N``, also the mean over the first N pairs of (c);
 (c) lerp vs slerp smoothness (max and mean consecutive-frame distance, and their ratio)
     on ``--pairs`` prompt pairs of the world (landscapes <-> still lifes, colours,
     styles), and which is smoother.
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="(a) frames per batch (default: all)")
     parser.add_argument("--retime-frames", type=int, default=24, help="(b) frames of the re-timed path")
     parser.add_argument("--refine", type=int, default=24, help="(b) extra renders for refinement")
+    parser.add_argument("--retime-pairs", type=int, default=1,
+                        help=f"(b) also re-time the first N prompt pairs of (c) and report the mean (at most {len(PAIRS)})")
     parser.add_argument("--smooth-frames", type=int, default=16, help="(c) frames per path")
     parser.add_argument("--pairs", type=int, default=len(PAIRS), help=f"(c) prompt pairs, at most {len(PAIRS)}")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: a, b, c")
@@ -114,6 +116,21 @@ def main() -> None:
              f"{(res.ratio_before - 1) / max(res.ratio_after - 1, 1e-9):.2f}x", ""),
             ("(b) re-timing wall time incl. first render (s)", f"{t_retime:.1f}", ""),
         ]
+        if args.retime_pairs > 1:
+            # One pair is one path: its jumps decide its ratio. The mean over several pairs.
+            before, after = [], []
+            for pa, pb in PAIRS[:args.retime_pairs]:
+                res = retime(model, [model.encode([pa]), model.encode([pb])], cfg, RetimeConfig(refine=args.refine))
+                before.append(res.ratio_before)
+                after.append(res.ratio_after)
+            rows += [
+                (f"(b) {len(before)} pairs: mean max/mean step ratio, even alphas", f"{statistics.mean(before):.2f}", ""),
+                (f"(b) {len(before)} pairs: mean max/mean step ratio, re-timed", f"{statistics.mean(after):.2f}", ""),
+                (f"(b) {len(before)} pairs: mean ratio cut", f"{statistics.mean(before) / statistics.mean(after):.2f}x",
+                 ">= 2x"),
+                (f"(b) {len(before)} pairs: per pair, before -> after",
+                 ", ".join(f"{x:.2f} -> {y:.2f}" for x, y in zip(before, after)), ""),
+            ]
 
     # (c) lerp vs slerp smoothness.
     smooth_rows = []

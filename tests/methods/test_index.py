@@ -24,6 +24,14 @@ from noise2art.methods.index import (
 FAST = SamplingOverrides(steps=2, scheduler="ddim")
 
 
+def fake_lengths(monkeypatch, distance_factory) -> None:
+    """Streams measure paths with `distance_factory(model)`, whose values are the lengths."""
+    from noise2art.methods import retime
+
+    monkeypatch.setattr(retime, "model_distance", distance_factory)
+    monkeypatch.setattr(retime, "model_length", lambda model: lambda d: d)
+
+
 def config(**kw) -> StreamConfig:
     return StreamConfig(sampling=FAST, **kw)
 
@@ -104,14 +112,12 @@ def test_van_der_corput_fills_the_largest_gaps():
 
 
 def test_between_positions_are_equal_arc_length_fractions(tiny_model, monkeypatch):
-    from noise2art.methods import retime
-
     a = Anchor(tiny_model.encode(["a red ball"]), 1)
     b = Anchor(tiny_model.encode(["a blue cube"]), 2)
     # A path whose image changes all in its first quarter: re-timed positions crowd there.
-    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
+    fake_lengths(monkeypatch, lambda model: lambda x, y: torch.tensor(
         [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
-    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0))
+    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0, bridges=0))
     ts = [r.record["t"] for r in stream.results(range(7))]
     # Arc length is all in t in [0, 0.25]: fractions 1/2, 1/4, 3/4 ... map to t = u / 4.
     assert ts == pytest.approx([0.125, 0.0625, 0.1875, 0.03125, 0.15625, 0.09375, 0.21875])
@@ -129,12 +135,10 @@ def test_between_results_render_between_the_two_images(tiny_model):
 
 
 def test_beyond_stops_before_the_path_jumps(tiny_model, monkeypatch):
-    from noise2art.methods import retime
-
     a = Anchor(tiny_model.encode(["a red ball"]), 1)
     b = Anchor(tiny_model.encode(["a blue cube"]), 2)
     # Coarse positions 1, 1.125, ..., 2: the step after the fourth position jumps.
-    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(
+    fake_lengths(monkeypatch, lambda model: lambda x, y: torch.tensor(
         [1.0, 1.0, 1.0, 9.0, 1.0, 1.0, 1.0, 1.0]))
     stream = Stream.beyond(tiny_model, a, b, config(coarse=9, refine=0, beyond_max=2.0))
     ts = [r.record["t"] for r in stream.results(range(6))]
@@ -161,22 +165,20 @@ def test_a_directed_query_keeps_the_similarity_floor_and_records_the_concept(tin
 
 
 def test_refinement_bisects_where_the_picture_changes(tiny_model, monkeypatch):
-    from noise2art.methods import retime
-
     a = Anchor(tiny_model.encode(["a red ball"]), 1)
     b = Anchor(tiny_model.encode(["a blue cube"]), 2)
     # Every step of the path is as large (1): each gap is wider than the output step, so the
     # whole budget of 3 bisections is spent, each halving one gap into two steps of 1.
-    monkeypatch.setattr(retime, "model_distance",
+    fake_lengths(monkeypatch,
                         lambda model: lambda x, y: torch.ones(x.shape[0], dtype=torch.float64))
-    stream = Stream.between(tiny_model, a, b, config(coarse=5, refine=3))
+    stream = Stream.between(tiny_model, a, b, config(coarse=5, refine=3, bridges=0))
     stream.results([0])
-    _, alphas, arc, _, _ = stream._path
+    alphas, arc = stream.measured.alphas, stream.measured.arc
     assert len(alphas) == 5 + 3 and float(arc[-1]) == 4 + 3
     assert alphas.tolist() == sorted(alphas.tolist()) and len(set(alphas.tolist())) == 8
-    unrefined = Stream.between(tiny_model, a, b, config(coarse=5, refine=0))
+    unrefined = Stream.between(tiny_model, a, b, config(coarse=5, refine=0, bridges=0))
     unrefined.results([0])
-    assert len(unrefined._path[1]) == 5
+    assert len(unrefined.measured.alphas) == 5
 
 
 def test_path_shapes_start_and_end_on_the_two_images():
@@ -194,15 +196,13 @@ def test_path_shapes_start_and_end_on_the_two_images():
 
 
 def test_between_takes_the_shape_whose_largest_step_is_the_smallest_share(tiny_model, monkeypatch):
-    from noise2art.methods import retime
-
     a = Anchor(tiny_model.encode(["a red ball"]), 1)
     b = Anchor(tiny_model.encode(["a blue cube"]), 2)
     # The coarse render of each shape in turn: together jumps (4 of 11), embedding first is
     # even (1 of 8), noise first in between (2 of 9).
     measured = iter([[4.0] + [1.0] * 7, [1.0] * 8, [2.0] + [1.0] * 7])
-    monkeypatch.setattr(retime, "model_distance", lambda model: lambda x, y: torch.tensor(next(measured)))
-    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0))
+    fake_lengths(monkeypatch, lambda model: lambda x, y: torch.tensor(next(measured)))
+    stream = Stream.between(tiny_model, a, b, config(coarse=9, refine=0, bridges=0))
     progress = []
     first = stream.results([0], callback=lambda step, total, latents: progress.append((step, total)))[0]
     assert first.record["shape"] == "embedding first" and first.record["t"] == pytest.approx(0.5)
@@ -214,3 +214,102 @@ def test_between_takes_the_shape_whose_largest_step_is_the_smallest_share(tiny_m
     torch.testing.assert_close(first.noise, tiny_model.initial_noise([1]), atol=1e-5, rtol=0)
     only = Stream.between(tiny_model, a, b, config(shapes=("together",)))
     assert only.id != stream.id  # the shapes measured are part of what names a between stream
+
+
+def fake_path(monkeypatch, f):
+    """Paths whose image at t is the grey level f(t), and f blended linearly across a bridge
+    (the morph); the image distance is the grey difference, a length as it is."""
+    from noise2art.methods import retime
+
+    def render_points(self, measured, ts, callback, cancel):
+        ts = torch.as_tensor(ts, dtype=torch.float64)
+        v = f(ts)
+        for bridge in measured.bridges:
+            lo, hi = f(torch.tensor([bridge.lo]))[0], f(torch.tensor([bridge.hi]))[0]
+            s = (ts - bridge.lo) / (bridge.hi - bridge.lo)
+            v = torch.where(bridge.covers(ts), lo + s * (hi - lo), v)
+        return v.float().reshape(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone()
+
+    monkeypatch.setattr(Stream, "_render_points", render_points)
+    fake_lengths(monkeypatch, lambda model: lambda x, y: (x - y).abs().mean(dim=(1, 2, 3)).double())
+    return render_points
+
+
+def jump_at(t0: float, size: float = 4.0):
+    return lambda t: torch.as_tensor(t, dtype=torch.float64) + size * (torch.as_tensor(t) > t0).double()
+
+
+def grey_steps(stream, results) -> torch.Tensor:
+    ts = torch.tensor(sorted([0.0, 1.0] + [r.record["t"] for r in results]), dtype=torch.float64)
+    grey = Stream._render_points(stream, stream.measured, ts, None, None)[:, 0, 0, 0].double()
+    return grey.diff().abs()
+
+
+def test_a_jump_is_bridged_and_results_cross_it_at_an_even_pace(tiny_model, monkeypatch):
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    fake_path(monkeypatch, jump_at(0.4, size=2.0))  # 2 of the path's length 3 in one flip at t = 0.4
+    stream = Stream.between(tiny_model, a, b, config())
+    results = stream.results(range(7))
+    bridges = stream.measured.bridges
+    assert len(bridges) == 1
+    bridge = bridges[0]
+    # Probed down to a sliver of t around the flip (coarse step 1/8, then bisections).
+    assert bridge.lo < 0.4 < bridge.hi and bridge.hi - bridge.lo <= 1 / 8 / 2**4
+    assert bridge.start_at == 1 and bridge.latents.shape == (2, *tiny_model.initial_noise([0]).shape[1:])
+    inside = [r for r in results if "bridge" in r.record]
+    # The bridge holds arc-length fractions 0.4/3 to 2.4/3: five of the first seven (1/4,
+    # 3/8, 1/2, 5/8, 3/4) cross it, each resuming from the mixed latents at its step.
+    assert sorted(r.idx for r in inside) == [0, 1, 2, 4, 5]
+    assert all(r.start_at == 1 and r.record["bridge"] == {"from": bridge.lo, "to": bridge.hi, "step": 1}
+               for r in inside)
+    assert all(r.start_at == 0 and "bridge" not in r.record for r in results if r not in inside)
+    steps = grey_steps(stream, results)
+    assert float(steps.max() / steps.mean()) < 1.3
+
+    # Without bridges the flip stays one step of the results, however they are placed.
+    plain = Stream.between(tiny_model, a, b, config(bridges=0))
+    assert plain.id != stream.id and not plain.measured.bridges
+    steps = grey_steps(plain, plain.results(range(7)))
+    assert float(steps.max() / steps.mean()) > 3
+
+
+def test_a_fast_smooth_stretch_is_refined_not_bridged(tiny_model, monkeypatch):
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    # The same change of 4, spread evenly over t in [0.3, 0.5]: probing sees it spread out.
+    fake_path(monkeypatch, lambda t: torch.as_tensor(t, dtype=torch.float64) + 4 * ((t - 0.3) / 0.2).clamp(0, 1))
+    stream = Stream.between(tiny_model, a, b, config())
+    results = stream.results(range(7))
+    assert stream.measured.bridges == [] and all(r.start_at == 0 for r in results)
+    steps = grey_steps(stream, results)
+    assert float(steps.max() / steps.mean()) < 1.3
+
+
+def test_bridged_results_render_from_the_mixed_latents(tiny_model, monkeypatch):
+    a = Anchor(tiny_model.encode(["a red ball"]), 1)
+    b = Anchor(tiny_model.encode(["a blue cube"]), 2)
+    real = Stream._render_points
+    fake_path(monkeypatch, jump_at(0.6, size=2.0))
+    stream = Stream.between(tiny_model, a, b, StreamConfig(sampling=SamplingOverrides(steps=4, scheduler="ddim")))
+    results = stream.results(range(7))
+    monkeypatch.setattr(Stream, "_render_points", real)  # from here on, the model draws
+    bridge = stream.measured.bridges[0]
+    assert bridge.start_at == 3
+    # The bridge's ends are the path's own images: resumed from its latents at lo, the
+    # last step draws the image the path has at lo (DDIM resumes exactly).
+    emb, _ = stream.path_point(torch.tensor([bridge.lo], dtype=torch.float64))
+    with torch.no_grad():
+        z = tiny_model.sample(emb, [1], latents=bridge.latents[:1], settings=stream.settings, start_at=3)
+        resumed = tiny_model.decode(z).float().cpu()
+    # (up to float noise: the bridge's latents were drawn in a batch of two)
+    torch.testing.assert_close(resumed, stream.render_at(torch.tensor([bridge.lo], dtype=torch.float64)),
+                               atol=1e-4, rtol=0)
+    # A page mixing bridged and plain results: each drawn as render_at draws its t, in order.
+    mixed = [r for r in results if r.start_at] + [r for r in results if not r.start_at]
+    assert {r.start_at for r in mixed} == {0, 3}
+    batches = []
+    images = stream.render(mixed, on_batch=lambda part, ims: batches.append([r.start_at for r in part]))
+    assert all(len(set(b)) == 1 for b in batches)  # one batch resumes from one step
+    expected = stream.render_at(torch.tensor([r.record["t"] for r in mixed], dtype=torch.float64))
+    torch.testing.assert_close(images, expected, atol=1e-5, rtol=0)

@@ -78,6 +78,41 @@ def test_refinement_helps_beyond_the_input_frames():
     assert fine.ratio_after < coarse.ratio_after
 
 
+def test_arc_length_adds_angles_so_measuring_finer_keeps_the_length():
+    # A path that turns its features steadily (angle 1.2 * alpha), fast in the middle third
+    # (three times the speed): re-timed with the cosine distance `1 - cos`, the length must
+    # add angles, or every bisected (fast) gap would count for half of what it holds.
+    from noise2art.metrics.features import distance_to_angle
+
+    def angle(alpha):
+        a = torch.as_tensor(alpha, dtype=torch.float64)
+        return 0.6 * (a + 2 * (a.clamp(1 / 3, 2 / 3) - 1 / 3))
+
+    def render(alphas):
+        th = angle(alphas).float()
+        return torch.stack([th.cos(), th.sin(), torch.zeros_like(th)], 1)[:, :, None, None].expand(-1, 3, 2, 2).clone()
+
+    def cosine(x, y):
+        return 1 - torch.nn.functional.cosine_similarity(x[:, :, 0, 0], y[:, :, 0, 0], dim=1).double()
+
+    alphas = torch.linspace(0, 1, 7, dtype=torch.float64)
+
+    def plan(refine, length):
+        return retime_alphas(alphas, render(alphas), render, cosine, RetimeConfig(refine=refine), per_round=2,
+                             length=length)
+
+    coarse, fine = plan(0, distance_to_angle), plan(6, distance_to_angle)
+    assert fine.refine_renders > 0
+    for p in (coarse, fine):  # the path's true length, however finely measured
+        assert float(p.arc_length[-1]) == pytest.approx(float(angle(1.0)), rel=1e-4)
+    # Raw `1 - cos` is not a length: bisecting the fast gaps shrinks the path by half or more.
+    assert float(plan(6, None).arc_length[-1]) < 0.5 * float(plan(0, None).arc_length[-1])
+    # Equal steps of angle: every output frame turns the features by the same angle.
+    steps = angle(fine.alphas).diff()
+    assert float(steps.max() / steps.mean()) < 1.01
+    assert fine.ratio_after == pytest.approx(1.0, abs=0.02)  # the ratio is read in the distance itself
+
+
 def test_even_path_stays_even_and_reuses_every_frame():
     def render(alphas):
         return torch.as_tensor(alphas, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(-1, 3, 2, 2).clone()

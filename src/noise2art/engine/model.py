@@ -246,6 +246,7 @@ class Model:
         settings: SamplingOverrides | SampleSettings | None = None,
         grad_steps: GradSteps = "none",
         stop_after: int | None = None,
+        start_at: int = 0,
         predict_clean: bool = False,
         pairing: str = "product",
         callback: StepCallback | None = None,
@@ -273,6 +274,9 @@ class Model:
                 gradients runs the model's own UNet unless `unet` names a student.
             grad_steps: "none", "last", "all", "last-K" or an int k: which steps carry gradients.
             stop_after: return latents after this many steps.
+            start_at: resume after this many steps: `latents` are required and hold the
+                state after step `start_at` (as `stop_after=start_at` returns it), not
+                initial noise (`sampling.denoise`).
             predict_clean: return the clean latents the last step taken predicts instead
                 (`sampling.clean_prediction`).
             callback: `callback(step, total, latents)` after each step, counted over the
@@ -288,6 +292,8 @@ class Model:
             raise TypeError(f"sample() got unexpected keyword argument(s) {', '.join(unknown)}")
         run = self.resolve(settings, **overrides)
         emb = self.as_embedding(embedding)
+        if start_at and latents is None:
+            raise InvalidArgument("start_at", "resuming after a step needs the latents of that step")
         if pairing not in ("product", "zip"):
             raise InvalidArgument("pairing", f"must be 'product' or 'zip', got {pairing!r}")
         unet = self.unet
@@ -343,7 +349,7 @@ class Model:
                 denoise(
                     unet, make_scheduler(run.scheduler, self.scheduler_config), cond, uncond, init,
                     steps=run.steps, guidance=run.guidance, generators=gens, grad_steps=grad_steps,
-                    stop_after=stop_after, predict_clean=predict_clean, eta=run.eta, callback=_over_chunks(callback, c, n_chunks), cancel=cancel,
+                    stop_after=stop_after, start_at=start_at, predict_clean=predict_clean, eta=run.eta, callback=_over_chunks(callback, c, n_chunks), cancel=cancel,
                 )
             )
         out = torch.cat(outputs)

@@ -3,7 +3,7 @@
 It follows diffusers' `StableDiffusionPipeline.__call__` operation for operation (so
 the same inputs give the same image) and adds what the methods need: a choice of which
 steps carry gradients, gradient checkpointing, stopping early at step k, a per-step
-callback and a cancel check.
+callback, a cancel check, and resuming from the latents after step k.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ def denoise(
     generators: list[torch.Generator] | None = None,
     grad_steps: GradSteps = "none",
     stop_after: int | None = None,
+    start_at: int = 0,
     predict_clean: bool = False,
     eta: float = 0.0,
     callback: StepCallback | None = None,
@@ -145,7 +146,8 @@ def denoise(
         cond: `[N, L, D]` prompt states, one row per sample.
         uncond: `[N, L, D]` negative-prompt states, or None to skip guidance.
         latents: `[N, C, h, w]` initial noise with unit variance (scaled here by the
-            scheduler's initial sigma, as the pipeline does).
+            scheduler's initial sigma, as the pipeline does); with `start_at` = k > 0, the
+            latents after step k instead (as `stop_after=k` returns them), taken as they are.
         steps: number of inference steps.
         guidance: classifier-free guidance scale; `pred = u + g (c - u)`. Guidance <= 1
             runs the conditional pass only, as diffusers does.
@@ -154,6 +156,10 @@ def denoise(
             (see `plan_gradients`). Steps before those run under `torch.no_grad`.
         stop_after: return the latents after this many steps (the seed-invariance method
             compares latents at an intermediate step k).
+        start_at: resume after this many steps: `latents` hold the state after step
+            `start_at` and the loop runs the remaining steps. A multistep scheduler
+            (DPM-Solver++, UniPC, LMS) starts its history afresh there, so its first
+            resumed step is first order; DDIM, DDPM and Euler resume exactly.
         predict_clean: return the clean latents the last step taken predicts (the
             denoiser's estimate of the final latents, `clean_prediction`) instead of the
             latents after it.
@@ -174,7 +180,15 @@ def denoise(
         if not 0 <= stop_after <= total:
             raise InvalidArgument("stop_after", f"must be in [0, {total}], got {stop_after}")
         total = stop_after
-    latents = latents * scheduler.init_noise_sigma
+    if isinstance(start_at, bool) or not isinstance(start_at, int) or not 0 <= start_at <= total:
+        raise InvalidArgument("start_at", f"must be an integer in [0, {total}], got {start_at!r}")
+    if predict_clean and start_at == total:
+        raise InvalidArgument("start_at", "predict_clean needs at least one step after start_at")
+    if start_at == 0:
+        latents = latents * scheduler.init_noise_sigma
+    elif hasattr(scheduler, "set_begin_index"):
+        # Index-tracking schedulers then step from timestep `start_at` on, as img2img does.
+        scheduler.set_begin_index(start_at)
 
     # 2. Guidance: batch the unconditional and conditional passes into one UNet call.
     use_cfg = uncond is not None and guidance > 1.0
@@ -195,6 +209,8 @@ def denoise(
         return out.to(model_input.dtype)
 
     for i, t in enumerate(timesteps[:total]):
+        if i < start_at:
+            continue
         # 4. Cancellation is checked between steps, never inside one.
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled at step {i} of {total}")
@@ -218,5 +234,5 @@ def denoise(
             latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
         # 9. Progress.
         if callback is not None:
-            callback(i + 1, total, latents.detach())
+            callback(i + 1 - start_at, total - start_at, latents.detach())
     return latents

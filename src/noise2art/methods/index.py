@@ -21,7 +21,12 @@ Kinds of stream:
   remaining gaps. The path moves embedding and noise together, or one after the other
   (``PATH_SHAPES``): the coarse render measures each shape and the stream takes the one
   whose largest step is the smallest share of its whole change, since a picture that
-  flips in one step of t stays a jump however finely the results are placed.
+  flips in one step of t stays a jump however finely the results are placed. A jump that
+  is left (a step that keeps its size when bisected again and again) is **bridged**: the
+  latents of its two sides after most of the denoising steps are slerped and the last
+  steps finish them, a morph from one picture to the other in the spirit of Wang &
+  Golland's interpolation of noised latents ("Interpolating between Images with Diffusion
+  Models", 2023). Results inside a bridge record it.
 - ``beyond``: the same past the second image, ``t`` in ``(1, t_end]``, where ``t_end`` is
   the last position before the path jumps (`methods.retrievability.speed_profile`).
 
@@ -167,6 +172,10 @@ class StreamConfig:
             (`methods.retime.refine_gaps`) before its arc length is taken.
         shapes: `between`: the path shapes measured (`PATH_SHAPES`; `path_alphas`); the
             one whose largest coarse step is the smallest share of its change is taken.
+        bridges: `between`: steps probed for a jump, largest first, each bridged if it is
+            one (0: results stay on the path, jumps and all).
+        probes: `between`: bisections that tell a jump (one half keeps the step) from a
+            fast but smooth stretch, per step probed.
         beyond_max: `beyond`: the furthest t looked at.
         jump_factor: `beyond`: a step faster than this times the median speed is a jump.
         sampling: sampling settings of every result (`SamplingOverrides`).
@@ -178,6 +187,8 @@ class StreamConfig:
     coarse: int = 9
     refine: int = 16
     shapes: tuple[str, ...] = PATH_SHAPES
+    bridges: int = 3
+    probes: int = 4
     beyond_max: float = 2.0
     jump_factor: float = 3.0
     sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
@@ -197,6 +208,10 @@ class StreamConfig:
                 or any(shape not in PATH_SHAPES for shape in self.shapes)):
             raise InvalidArgument("shapes", f"must be distinct names among {', '.join(PATH_SHAPES)}, got {self.shapes!r}")
         self.shapes = tuple(self.shapes)
+        for name, hi in (("bridges", 8), ("probes", 16)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= hi:
+                raise InvalidArgument(name, f"must be an integer in [0, {hi}], got {v!r}")
         if not (isinstance(self.beyond_max, (int, float)) and 1.0 < self.beyond_max <= 10.0):
             raise InvalidArgument("beyond_max", f"must be a number in (1, 10], got {self.beyond_max!r}")
         if not (isinstance(self.jump_factor, (int, float)) and self.jump_factor > 1.0):
@@ -214,8 +229,9 @@ class Result:
         seed: the seed of its noise (and of an ancestral scheduler's step noise).
         embedding: batch 1.
         noise: `[1, C, h, w]` initial latents when they are not `seed`'s own noise (like,
-            between, beyond), else None.
+            between, beyond), else None; with `start_at` > 0, the latents after that step.
         record: JSON-ready facts for its metadata: kind, stream id, position, steering.
+        start_at: denoising steps already taken in `noise` (a bridged between result).
     """
 
     idx: int
@@ -223,6 +239,55 @@ class Result:
     embedding: PromptEmbedding
     noise: Tensor | None
     record: dict
+    start_at: int = 0
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A jump of a between path, crossed by a morph.
+
+    The picture flips between `lo` and `hi` (a narrow interval of t). A position t inside
+    it renders from the slerp, at `(t - lo) / (hi - lo)`, of the latents of the path's
+    images at `lo` and `hi` after `start_at` steps, finished under the embedding at t.
+    Its ends are those images again (exactly, on a scheduler that resumes exactly).
+    """
+
+    lo: float
+    hi: float
+    start_at: int
+    latents: Tensor  # [2, C, h, w] float32 CPU: after `start_at` steps at lo and at hi
+
+    def covers(self, ts: Tensor) -> Tensor:
+        return (ts > self.lo) & (ts < self.hi)
+
+    def latents_at(self, ts: Tensor) -> Tensor:
+        """`[N, C, h, w]` mixed latents at positions `ts [N]` inside the bridge."""
+        s = ((ts - self.lo) / (self.hi - self.lo)).clamp(0, 1).to(torch.float32)
+        return space.slerp_noise(self.latents[0], self.latents[1], s)
+
+    def record(self) -> dict:
+        return {"from": self.lo, "to": self.hi, "step": self.start_at}
+
+
+@dataclass
+class MeasuredPath:
+    """A between / beyond path after its measurement: where results go on it.
+
+    Attributes:
+        path: the `InterpolationPath` of the two images.
+        shape: the path shape taken (`PATH_SHAPES`).
+        alphas: `[M]` every t rendered to measure it, sorted.
+        arc: `[M]` cumulative length at `alphas` (angles of world-CLIP features; 0 first).
+        end: the last t (1 for between; for beyond, the last t before the path jumps).
+        bridges: the jumps crossed by a morph (`Bridge`).
+    """
+
+    path: object
+    shape: str
+    alphas: Tensor
+    arc: Tensor
+    end: float
+    bridges: list[Bridge] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- directions
@@ -314,9 +379,10 @@ class Stream:
         }
         if kind == "between":
             description["shapes"] = list(config.shapes)
+            description["bridges"] = (config.bridges, config.probes)
         self.key = stream_key(description)
         self.id = f"{self.key:016x}"
-        self._path = None  # between / beyond: (InterpolationPath, sample alphas, arc length, end, shape)
+        self._path: MeasuredPath | None = None  # between / beyond, once measured
 
     # -- constructors ----------------------------------------------------------------------
 
@@ -400,26 +466,23 @@ class Stream:
         return (0.0, 1.0) if self.kind == "between" else (1.0, float(self.config.beyond_max))
 
     def _measure(self, callback, cancel) -> None:
-        """Render the path at `coarse` positions once (per shape, for `between`); keep the
-        chosen shape's arc length (image space)."""
+        """Render the path at `coarse` positions once (per shape, for `between`), refine it
+        where it changes most, bridge the jumps left (`between`), and keep its arc length."""
         if self._path is not None:
             return
-        from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath, render_frames
-        from noise2art.methods.retime import model_distance
+        from noise2art.methods.interpolate import InterpolationConfig, InterpolationPath
+        from noise2art.methods.retime import model_distance, model_length, refine_gaps
         from noise2art.methods.retrievability import speed_profile
 
         a, b = self.anchors
         cfg = InterpolationConfig(frames=self.config.coarse, seed=a.seed, seed_to=b.seed,
                                   range=self._span(), sampling=self.settings.as_overrides())
-        path = InterpolationPath(self.model, [a.embedding, b.embedding], cfg)
         lo, hi = self._span()
         alphas = torch.linspace(lo, hi, self.config.coarse, dtype=torch.float64)
-        distance = model_distance(self.model)
+        distance, length = model_distance(self.model), model_length(self.model)
 
-        def render(shape: str, ts: Tensor, progress=None) -> Tensor:
-            along_embedding, along_noise = path_alphas(shape, ts)
-            return render_frames(self.model, path.embeddings(along_embedding), path.noises(along_noise), cfg,
-                                 callback=progress, cancel=cancel)
+        def measure(x: Tensor, y: Tensor) -> Tensor:
+            return length(distance(x, y).double().clamp_min(0))
 
         shapes = self.config.shapes if self.kind == "between" else ("together",)
 
@@ -429,17 +492,21 @@ class Stream:
                 return None
             return lambda step, total, latents: callback(k * total + step, len(shapes) * total, latents)
 
+        path = InterpolationPath(self.model, [a.embedding, b.embedding], cfg)
         measured = []
         for k, shape in enumerate(shapes):
-            images = render(shape, alphas, progress_of(k))
-            steps = distance(images[:-1], images[1:]).double().clamp_min(0)
+            trial = MeasuredPath(path, shape, alphas, alphas, hi)  # arc and end are set once chosen
+            images = self._render_points(trial, alphas, progress_of(k), cancel)
+            # Distances (`1 - cos`, as retrievability reads jumps) and the lengths they stand for.
+            distances = distance(images[:-1], images[1:]).double().clamp_min(0)
+            steps = length(distances)
             share = float(steps.max() / steps.sum()) if float(steps.sum()) > 0 else 0.0
-            measured.append((share, shape, images, steps))
-        # The shape whose largest step is the smallest share of its change (the first on ties).
-        _, shape, images, steps = min(measured, key=lambda m: m[0])
+            measured.append((share, trial, images, distances, steps))
+        # The shape whose largest step is the smallest share of its length (the first on ties).
+        _, measured_path, images, distances, steps = min(measured, key=lambda m: m[0])
         end = hi
         if self.kind == "beyond":
-            profile = speed_profile(alphas, steps, self.config.jump_factor)
+            profile = speed_profile(alphas, distances, self.config.jump_factor)
             if profile.jumps:
                 # The last position before the first jump: past it the path is another picture.
                 first = profile.jumps[0]
@@ -447,30 +514,141 @@ class Stream:
                 alphas, steps = alphas[:first + 1], steps[:first]
         if end <= lo or len(alphas) < 2:
             raise InvalidArgument("beyond", "the path jumps right past the second image: there is nothing beyond it")
+        xs, ims, gaps = alphas.tolist(), list(images[:len(alphas)].unbind(0)), steps.tolist()
+
+        def render(ts: Tensor) -> Tensor:  # the path as measured so far, bridges included
+            return self._render_points(measured_path, ts, None, cancel)
+
+        n_out, per_round = 2 * self.config.coarse, max(1, self.settings.batch_size)
         if self.config.refine:
             # Bisect where the picture changes most, as constant-speed re-timing does, so that
             # equal arc-length fractions are equal image-space steps inside fast stretches too.
-            from noise2art.methods.retime import refine_gaps
+            refine_gaps(xs, ims, gaps, render, measure, n_out, self.config.refine, per_round, 1e-4)
+        if self.kind == "between" and self.config.bridges:
+            for _ in range(self.config.bridges):
+                if self._bridge_largest_jump(measured_path, xs, ims, gaps, render, measure) is None:
+                    break  # no step left large enough to look at
+            if measured_path.bridges and self.config.refine:
+                # Measure inside the bridges as finely as along the rest of the path.
+                refine_gaps(xs, ims, gaps, render, measure, n_out, self.config.refine // 2, per_round, 1e-4)
+        measured_path.alphas = torch.tensor(xs, dtype=torch.float64)
+        measured_path.arc = torch.cat([torch.zeros(1, dtype=torch.float64),
+                                       torch.tensor(gaps, dtype=torch.float64).cumsum(0)])
+        measured_path.end = end
+        self._path = measured_path
 
-            xs, ims, gaps = alphas.tolist(), list(images[:len(alphas)].unbind(0)), steps.tolist()
-            refine_gaps(xs, ims, gaps, lambda ts: render(shape, ts), distance, 2 * self.config.coarse,
-                        self.config.refine, max(1, self.settings.batch_size), 1e-4)
-            alphas = torch.tensor(xs, dtype=torch.float64)
-            steps = torch.tensor(gaps, dtype=torch.float64)
-        arc = torch.cat([torch.zeros(1, dtype=torch.float64), steps.cumsum(0)])
-        self._path = (path, alphas, arc, end, shape)
+    def _bridge_largest_jump(self, measured: MeasuredPath, xs: list[float], ims: list[Tensor], gaps: list[float],
+                             render, measure) -> bool | None:
+        """Probe the largest step not bridged yet; bridge it if it is a jump. Updates the
+        samples in place (probes and the bridge's own renders). Returns whether it bridged,
+        or None when no step is large enough to look at.
+
+        A step is looked at when it holds more than half an output step of a page of
+        `2 * coarse` results. Each probe bisects it and follows the half holding more of the
+        change: a smooth stretch spreads out (each half holds about half), a jump, or a
+        cluster of them, does not. What still holds more than half an output step after the
+        probes is bridged.
+        """
+        total = sum(gaps)
+        threshold = total / (2 * (2 * self.config.coarse - 1))
+        if total <= 0:
+            return None
+        bridged = {(bridge.lo, bridge.hi) for bridge in measured.bridges}
+        open_gaps = [i for i in range(len(gaps)) if (xs[i], xs[i + 1]) not in bridged
+                     and not any(bridge.covers(torch.tensor([0.5 * (xs[i] + xs[i + 1])]))[0]
+                                 for bridge in measured.bridges)]
+        if not open_gaps:
+            return None
+        i = max(open_gaps, key=lambda j: gaps[j])
+        if gaps[i] <= threshold:
+            return None
+        for _ in range(self.config.probes):
+            if xs[i + 1] - xs[i] <= 1e-4:
+                break
+            mid = 0.5 * (xs[i] + xs[i + 1])
+            new = render(torch.tensor([mid], dtype=torch.float64))[0]
+            left, right = float(measure(ims[i][None], new[None])[0]), float(measure(new[None], ims[i + 1][None])[0])
+            xs.insert(i + 1, mid)
+            ims.insert(i + 1, new)
+            gaps[i:i + 1] = [left, right]
+            if right > left:
+                i += 1
+        if gaps[i] <= threshold:
+            return False  # it spread out: fast but smooth, and refinement places results in it
+        lo, hi = xs[i], xs[i + 1]
+        steps = self.settings.steps
+        start_at = steps - max(1, round(steps / 10))  # mix late: the pictures are all but drawn
+        emb, noise = self._unbridged_point(measured, torch.tensor([lo, hi], dtype=torch.float64))
+        with torch.no_grad():
+            latents = self.model.sample(emb, [self.anchors[0].seed] * 2,
+                                        latents=noise.to(self.model.device, self.model.dtype),
+                                        settings=self.settings, pairing="zip", stop_after=start_at)
+        measured.bridges.append(Bridge(lo, hi, start_at, latents.float().cpu()))
+        measured.bridges.sort(key=lambda bridge: bridge.lo)
+        # The bridge's own course: three renders inside it, its ends are the samples at lo and hi.
+        inside = torch.tensor([lo + f * (hi - lo) for f in (0.25, 0.5, 0.75)], dtype=torch.float64)
+        new = render(inside)
+        seq = torch.stack([ims[i], *new.unbind(0), ims[i + 1]])
+        lengths = measure(seq[:-1], seq[1:]).tolist()
+        xs[i + 1:i + 1] = inside.tolist()
+        ims[i + 1:i + 1] = list(new.unbind(0))
+        gaps[i:i + 1] = lengths
+        return True
+
+    def _unbridged_point(self, measured: MeasuredPath, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
+        along_embedding, along_noise = path_alphas(measured.shape, ts)
+        return measured.path.embeddings(along_embedding), measured.path.noises(along_noise)
+
+    def _points(self, measured: MeasuredPath, ts: Tensor) -> tuple[PromptEmbedding, Tensor, list[int]]:
+        """Embeddings `[N]`, latents `[N, C, h, w]` and the steps already taken in them
+        (0: initial noise; a bridge's `start_at` inside it) at positions `ts [N]`."""
+        emb, latents = self._unbridged_point(measured, ts)
+        starts = [0] * len(ts)
+        for bridge in measured.bridges:
+            inside = bridge.covers(ts)
+            if bool(inside.any()):
+                latents = latents.clone()
+                latents[inside] = bridge.latents_at(ts[inside])
+                for j in inside.nonzero().reshape(-1).tolist():
+                    starts[j] = bridge.start_at
+        return emb, latents, starts
+
+    def _render_points(self, measured: MeasuredPath, ts: Tensor, callback, cancel) -> Tensor:
+        """Images `[N, 3, H, W]` at positions `ts [N]` of a path (bridges included)."""
+        from noise2art.methods.interpolate import render_frames
+
+        emb, latents, starts = self._points(measured, ts)
+        out = torch.empty(len(ts), 3, self.settings.height, self.settings.width)
+        cfg = measured.path.config
+        for start in sorted(set(starts)):
+            idx = [j for j, k in enumerate(starts) if k == start]
+            part = emb if len(idx) == len(ts) else PromptEmbedding.cat([emb[j] for j in idx])
+            out[idx] = render_frames(self.model, part, latents[idx], cfg, callback=callback, cancel=cancel,
+                                     start_at=start)
+        return out
+
+    @property
+    def measured(self) -> MeasuredPath:
+        """A between / beyond stream's measured path (measured first if need be)."""
+        if self.kind not in ("between", "beyond"):
+            raise InvalidArgument("kind", f"a {self.kind} stream has no path")
+        self._measure(None, None)
+        return self._path
 
     def path_point(self, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
         """The embeddings `[N]` and initial noise `[N, C, h, w]` at positions `ts [N]` of a
-        measured between / beyond path (its shape applied; measured first if need be)."""
-        self._measure(None, None)
-        path, _, _, _, shape = self._path
-        along_embedding, along_noise = path_alphas(shape, ts)
-        return path.embeddings(along_embedding), path.noises(along_noise)
+        measured between / beyond path: its shape applied, its bridges not (`render_at`)."""
+        return self._unbridged_point(self.measured, ts)
+
+    def render_at(self, ts: Tensor, callback: StepCallback | None = None,
+                  cancel: CancelCheck | None = None) -> Tensor:
+        """Images `[N, 3, H, W]` at positions `ts [N]` of the measured path, as its results
+        there are drawn (bridges included)."""
+        return self._render_points(self.measured, torch.as_tensor(ts, dtype=torch.float64), callback, cancel)
 
     def position(self, idx: int) -> float:
         """Result `idx`'s t on the path: arc-length fraction `van_der_corput(idx + 1)`, re-timed."""
-        _, alphas, arc, _, _ = self._path
+        alphas, arc = self._path.alphas, self._path.arc
         u = van_der_corput(idx + 1)
         total = float(arc[-1])
         if total <= 0:
@@ -481,17 +659,22 @@ class Stream:
         return a0 + (target - s0) / (s1 - s0) * (a1 - a0) if s1 > s0 else a0
 
     def _path_result(self, idx: int) -> Result:
-        _, _, _, end, shape = self._path
+        measured = self._path
         t = self.position(idx)
-        emb, noise = self.path_point(torch.tensor([t], dtype=torch.float64))
-        extra = {"shape": shape} if self.kind == "between" else {}
-        return Result(idx, self.anchors[0].seed, emb, noise,
-                      self._record(idx, t=t, end=end, anchor_seeds=[a.seed for a in self.anchors], **extra))
+        ts = torch.tensor([t], dtype=torch.float64)
+        emb, latents, starts = self._points(measured, ts)
+        extra = {"shape": measured.shape} if self.kind == "between" else {}
+        for bridge in measured.bridges:
+            if bool(bridge.covers(ts)[0]):
+                extra["bridge"] = bridge.record()
+        return Result(idx, self.anchors[0].seed, emb, latents,
+                      self._record(idx, t=t, end=measured.end, anchor_seeds=[a.seed for a in self.anchors], **extra),
+                      start_at=starts[0])
 
     @property
     def end(self) -> float | None:
         """`beyond`: the last t before the path jumps (known once measured)."""
-        return self._path[3] if self._path is not None else None
+        return self._path.end if self._path is not None else None
 
     # -- rendering -------------------------------------------------------------------------
 
@@ -500,18 +683,23 @@ class Stream:
                first_batch: int | None = None) -> Tensor:
         """Images `[N, 3, H, W]` (CPU, float32) of `results`, in batches of the settings'
         batch size; `on_batch(results, images)` after each batch (stream them out).
-        `first_batch` makes the first batch smaller, so the first images come sooner."""
+        `first_batch` makes the first batch smaller, so the first images come sooner.
+        Results resumed from a later step (inside a bridge) are batched after the others."""
         model = self.model
         run = self.settings
-        out = []
+        order = sorted(range(len(results)), key=lambda j: results[j].start_at)  # stable: idx order kept
         batch = max(1, run.batch_size)
         bounds, start = [], 0
-        while start < len(results):
+        while start < len(order):
             size = min(first_batch, batch) if first_batch and not bounds else batch
-            bounds.append((start, min(len(results), start + size)))
-            start += size
+            stop = min(len(order), start + size)
+            # One batch resumes from one step.
+            same = [j for j in range(start, stop) if results[order[j]].start_at == results[order[start]].start_at]
+            bounds.append((start, start + len(same)))
+            start += len(same)
+        out = torch.empty(len(results), 3, run.height, run.width)
         for start, stop in bounds:
-            part = list(results[start:stop])
+            part = [results[j] for j in order[start:stop]]
             emb = PromptEmbedding.cat([r.embedding for r in part]).to(model.device, model.dtype)
             seeds = [r.seed for r in part]
             latents = None
@@ -521,12 +709,12 @@ class Stream:
                                      for r in part]).to(model.device, model.dtype)
             with torch.no_grad():
                 z = model.sample(emb, seeds, latents=latents, settings=run, pairing="zip", callback=callback,
-                                 cancel=cancel)
+                                 cancel=cancel, start_at=part[0].start_at)
                 images = model.decode(z, batch_size=len(part)).float().cpu()
             if on_batch is not None:
                 on_batch(part, images)
-            out.append(images)
-        return torch.cat(out) if out else torch.zeros(0, 3, run.height, run.width)
+            out[order[start:stop]] = images
+        return out
 
 
 def _checked(model, anchor: Anchor) -> Anchor:

@@ -377,6 +377,7 @@ def render_frames(
     *,
     callback: StepCallback | None = None,
     cancel: CancelCheck | None = None,
+    start_at: int = 0,
 ) -> Tensor:
     """Render frame ``i`` from ``embeddings[i]`` and ``noises[i]``, ``batch_size`` frames per UNet call.
 
@@ -385,6 +386,8 @@ def render_frames(
         noises: ``[N, C, h, w]`` unit-variance initial latents (or ``[1, ...]``, shared).
         config: steps / guidance / scheduler / size / batch size (and the seed, which
             drives an ancestral scheduler's step noise for every frame).
+        start_at: the noises are the latents after this many steps, not initial noise
+            (`Model.sample`'s ``start_at``).
 
     Returns:
         ``[N, 3, H, W]`` float32 images in [0, 1] on the CPU; each batch is decoded as soon
@@ -406,7 +409,7 @@ def render_frames(
             lat = noises if noises.shape[0] == 1 else noises[start:stop]
             latents = model.sample(
                 emb, seeds=[config.seed] * lat.shape[0], latents=lat, settings=run, pairing="zip",
-                callback=_renumbered(callback, k, n_calls), cancel=cancel,
+                callback=_renumbered(callback, k, n_calls), cancel=cancel, start_at=start_at,
             )
             out.append(model.decode(latents, batch_size=batch).float().cpu())
     return torch.cat(out)

@@ -12,6 +12,13 @@ Distances come from `noise2art.metrics.features.image_distance`: world-CLIP imag
 embeddings on the embedded model, colour thumbnails on Stable Diffusion checkpoints
 (a CLIP vision model in ``model.companions.clip_vision`` takes precedence). Any
 ``distance(x [B,3,H,W], y [B,3,H,W]) -> [B]`` may be passed instead.
+
+Arc length must add up: a path measured more finely must not get shorter. The default
+distance, ``1 - cos`` of the features, is about half a squared distance (halving a
+steady step quarters it), so the arc length adds the *angles* those distances stand for
+(`metrics.features.distance_to_angle`, the ``length`` argument). Summing ``1 - cos``
+instead would shrink every stretch that refinement bisects, and those are the fast
+stretches where frames are needed most. Step ratios are reported in the distance itself.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from noise2art.methods.interpolate import (
 
 __all__ = [
     "Distance",
+    "Length",
     "RetimeConfig",
     "RetimePlan",
     "RetimeResult",
     "arc_length_alphas",
     "model_distance",
+    "model_length",
     "retime",
     "retime_alphas",
     "step_ratio",
@@ -50,6 +59,8 @@ __all__ = [
 Distance = Callable[[Tensor, Tensor], Tensor]
 # render(alphas [M] float64) -> images [M, 3, H, W]
 Render = Callable[[Tensor], Tensor]
+# distances [B] -> additive lengths [B] (the identity for a distance that is a metric)
+Length = Callable[[Tensor], Tensor]
 
 
 @dataclass
@@ -102,7 +113,8 @@ class RetimePlan:
         alphas: ``[N]`` float64 output alphas at equal arc length.
         images: ``[N, 3, H, W]`` the output frames.
         sample_alphas: ``[M]`` float64 every alpha rendered (input frames and refinements), sorted.
-        arc_length: ``[M]`` cumulative image distance at ``sample_alphas`` (0 at the start).
+        arc_length: ``[M]`` cumulative path length at ``sample_alphas`` (0 at the start): the
+            sum of the steps' lengths (angles for the default distance).
         distances_before: ``[N0 - 1]`` consecutive distances of the input frames.
         distances_after: ``[N - 1]`` consecutive distances of the output frames.
         refine_renders: samples rendered to refine the curve.
@@ -165,10 +177,21 @@ def model_distance(model) -> Distance:
     return distance
 
 
+def model_length(model) -> Length:
+    """How `model_distance` values add up along a path: their angles (radians)."""
+    from noise2art.metrics.features import distance_to_angle
+
+    return distance_to_angle
+
+
+def _as_distances(d) -> Tensor:
+    return torch.as_tensor(d).detach().to("cpu", torch.float64).reshape(-1)
+
+
 def _consecutive(distance: Distance, images: Tensor) -> Tensor:
     if images.shape[0] < 2:
         return torch.zeros(0, dtype=torch.float64)
-    d = torch.as_tensor(distance(images[:-1], images[1:])).detach().to("cpu", torch.float64).reshape(-1)
+    d = _as_distances(distance(images[:-1], images[1:]))
     if d.shape[0] != images.shape[0] - 1 or not bool(torch.isfinite(d).all()):
         raise InvalidArgument("distance", f"must return {images.shape[0] - 1} finite values, got {list(d.shape)}")
     return d.clamp_min(0.0)
@@ -204,8 +227,9 @@ def refine_gaps(xs: list[float], ims: list[Tensor], gaps: list[float], render: R
     """Bisect the largest gaps of a sampled path in place, until no gap exceeds the output
     step (total / (n_out - 1)) or `budget` renders are spent; returns the renders made.
 
-    ``xs [M]`` alphas, ``ims [M]`` their images and ``gaps [M-1]`` the distances between
-    neighbours grow by one entry per bisection, ``per_round`` bisections per render batch.
+    ``xs [M]`` alphas, ``ims [M]`` their images and ``gaps [M-1]`` the lengths between
+    neighbours (``distance`` must add up along the path: a metric, such as the angle)
+    grow by one entry per bisection, ``per_round`` bisections per render batch.
     Gaps narrower than ``min_width`` stay: a true discontinuity stays one however finely it
     is sampled.
     """
@@ -222,8 +246,8 @@ def refine_gaps(xs: list[float], ims: list[Tensor], gaps: list[float], render: R
         new = render(mids)
         left = torch.stack([ims[i] for i in pick])
         right = torch.stack([ims[i + 1] for i in pick])
-        d_left = torch.as_tensor(distance(left, new)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
-        d_right = torch.as_tensor(distance(new, right)).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
+        d_left = _as_distances(distance(left, new)).clamp_min(0)
+        d_right = _as_distances(distance(new, right)).clamp_min(0)
         # Insert from the back so earlier indices stay valid.
         for k in reversed(range(len(pick))):
             i = pick[k]
@@ -243,6 +267,7 @@ def retime_alphas(
     config: RetimeConfig | None = None,
     *,
     per_round: int = 8,
+    length: Length | None = None,
 ) -> RetimePlan:
     """Re-time frames ``images [N0, 3, H, W]`` at ``alphas [N0]`` to constant image speed.
 
@@ -252,7 +277,8 @@ def retime_alphas(
        early once no gap exceeds the output step (total / (frames - 1)): then no two output
        frames share a gap, and the linear guess inside a gap moves a frame by less than one
        step.
-    3. Arc length: cumulative sum of the gaps over all samples, piecewise linear in alpha.
+    3. Arc length: cumulative sum of the gaps' lengths over all samples (``length(d)``:
+       angles for `model_distance`; the distance itself when None), piecewise linear in alpha.
     4. Output alphas at equal arc-length steps (`arc_length_alphas`); those within
        ``config.snap`` of a sample reuse it, the others are rendered in one batch.
 
@@ -270,10 +296,12 @@ def retime_alphas(
     xs = list(alphas.tolist())
     ims = list(images.unbind(0))
     d_before = _consecutive(distance, images)
-    gaps = d_before.tolist()  # gaps[i] between xs[i] and xs[i+1]
+    to_length = length or (lambda d: d)
+    gaps = to_length(d_before).tolist()  # gaps[i]: the length between xs[i] and xs[i+1]
 
     # 2. Refine where the picture jumps.
-    refined = refine_gaps(xs, ims, gaps, render, distance, n_out, config.refine, per_round, config.min_width)
+    refined = refine_gaps(xs, ims, gaps, render, lambda x, y: to_length(_as_distances(distance(x, y))), n_out,
+                          config.refine, per_round, config.min_width)
 
     # 3. Arc length over all samples.
     sample_alphas = torch.tensor(xs, dtype=torch.float64)
@@ -320,6 +348,7 @@ def retime(
     *,
     initial: InterpolationResult | None = None,
     distance: Distance | None = None,
+    length: Length | None = None,
     callback: StepCallback | None = None,
     cancel: CancelCheck | None = None,
 ) -> RetimeResult:
@@ -332,6 +361,8 @@ def retime(
         initial: frames already rendered on this path (from `interpolate` with the same
             keyframes and config); rendered here when None.
         distance: ``distance(x, y) -> [B]``; default `model_distance(model)`.
+        length: how distances add up along the path (`retime_alphas`); default the angle
+            (`model_length`) with the default distance, the distance itself with another.
         callback, cancel: as for `interpolate`, for every render this makes.
 
     Returns:
@@ -343,13 +374,14 @@ def retime(
     if initial is None:
         alphas = path.plan()
         initial = path.result(alphas, path.render(alphas, callback=callback, cancel=cancel))
-    distance = distance or model_distance(model)
+    if distance is None:
+        distance, length = model_distance(model), length or model_length(model)
 
     def render(alphas: Tensor) -> Tensor:
         return path.render(alphas, callback=callback, cancel=cancel)
 
     plan = retime_alphas(initial.alphas, initial.images, render, distance, retime_config,
-                         per_round=config.sampling.batch_size or 8)
+                         per_round=config.sampling.batch_size or 8, length=length)
     result = path.result(plan.alphas, plan.images)
     return RetimeResult(interpolation=result, before=initial, ratio_before=plan.ratio_before,
                         ratio_after=plan.ratio_after, plan=plan)

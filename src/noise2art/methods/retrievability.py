@@ -34,7 +34,8 @@ from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, StepCallback
 from noise2art.errors import InvalidArgument
 from noise2art.methods.interpolate import MAX_FRAMES, InterpolationConfig, InterpolationPath
-from noise2art.methods.retime import Distance, model_distance, step_ratio
+from noise2art.methods import retime
+from noise2art.methods.retime import Distance, step_ratio
 
 __all__ = [
     "Basin",
@@ -196,7 +197,7 @@ def retrievability(
     path = InterpolationPath(model, [a, b], config)
     alphas = path.plan(study.fine)
     images = path.render(alphas, callback=callback, cancel=cancel)
-    distance = distance or model_distance(model)
+    distance = distance or retime.model_distance(model)
     d = torch.as_tensor(distance(images[:-1], images[1:])).detach().to("cpu", torch.float64).reshape(-1).clamp_min(0)
     profile = speed_profile(alphas, d, study.jump_factor)
     return RetrievabilityResult((path.keyframes[0].prompts[0], path.keyframes[1].prompts[0]), profile,

@@ -43,3 +43,15 @@ def feature_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def image_distance(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Distance between images `[B,3,H,W]` and `[B,3,H,W]` (or `[1,...]`) -> `[B]`."""
     return feature_distance(image_features(model, x), image_features(model, y))
+
+
+def distance_to_angle(distance: torch.Tensor) -> torch.Tensor:
+    """Cosine distances `1 - cos` -> the angles between the features (radians), same shape.
+
+    `1 - cos` is about half the squared distance between unit features, so it is not
+    additive: cut a steady path's step in two and the halves sum to half of it. The
+    angle is a metric (great-circle length on the unit sphere), so the sum of the angles
+    of a path's steps is its length, and measuring the path more finely converges to it
+    rather than to 0. Arc lengths along rendered paths (`methods.retime`) add angles.
+    """
+    return torch.arccos((1 - distance).clamp(-1.0, 1.0))
