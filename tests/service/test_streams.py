@@ -145,3 +145,26 @@ def test_previews_drawn_by_a_student_name_it_and_a_like_stream_keeps_it(with_stu
     full = client.post("/api/v1/generate", json={"prompt": "a red ball", "seeds": [5]})
     image = client.get(f"/api/v1/images/{wait_job(client, full.json()['job_id'])['result']['image_ids'][0]}").json()
     assert image["model_id"] == with_student.model_id  # ... and full quality runs the model's own
+
+
+def test_a_between_stream_through_the_api_marks_the_results_that_cross_a_bridge(client, tiny_model, monkeypatch):
+    from tests.methods.test_index import fake_path, jump_at
+
+    ends = full_page(client, create(client, query="a red ball")["id"], 0, 2)["images"]
+    # The path measures as one flip at t = 0.6 (2 of its length 3): the stream bridges it.
+    fake_path(monkeypatch, jump_at(0.6, size=2.0))
+    stream = create(client, between=[ends[0]["id"], ends[1]["id"]])
+    assert stream["kind"] == "between"
+    page = full_page(client, stream["id"], 0, 7)
+    images = page["images"]
+    assert [i["idx"] for i in images] == list(range(7)) and all(0 < i["t"] < 1 for i in images)
+    assert all(i["seed"] == ends[0]["seed"] for i in images)  # the first image's seed drives the path
+    # The first seven arc-length fractions: 1/8 and 7/8 stay on the path, the others cross the bridge.
+    bridged = [i for i in images if i["bridge"]]
+    assert sorted(i["idx"] for i in bridged) == [0, 1, 2, 4, 5]
+    bridge = bridged[0]["bridge"]
+    assert bridge["from"] < 0.6 < bridge["to"] and bridge["step"] == 1
+    assert all(i["bridge"] == bridge and bridge["from"] < i["t"] < bridge["to"] for i in bridged)
+    record = client.get(f"/api/v1/images/{bridged[0]['id']}").json()["extra"]["stream"]
+    assert record["bridge"] == bridge and record["kind"] == "between"
+    assert client.get(bridged[0]["url"]).headers["content-type"] == "image/png"

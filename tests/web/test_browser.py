@@ -305,3 +305,22 @@ def test_a_seed_beyond_what_a_javascript_number_holds_shows_every_digit(page, se
     page.locator("#details pre.infotext").wait_for()
     assert str(seed) in page.locator("#details").inner_text()
     assert "9223372036854775808" not in page.locator("#details").inner_text()
+
+
+def test_between_search_marks_the_results_that_cross_a_bridge(page, server, monkeypatch):
+    from tests.methods.test_index import fake_path, jump_at
+
+    stream = page.request.post(f"{server.url}/api/v1/streams", data={"query": "a green cube", "steps": 2}).json()
+    url = f"{server.url}/api/v1/streams/{stream['id']}/pages/0?size=2"
+    wait_for(lambda: page.request.get(url).status == 200, 60, "two stored images")
+    a, b = [i["id"] for i in page.request.get(url).json()["images"]]
+    fake_path(monkeypatch, jump_at(0.6, size=2.0))  # the path measures as one flip: it is bridged
+    page.goto(f"{server.url}/?between={a},{b}&steps=2")
+    wait_loaded(page, 24)
+    assert page.locator("#stream-info").inner_text().startswith("Between:")
+    bridged = page.locator("#results .card.bridged")
+    page.wait_for_function("() => document.querySelectorAll('#results .card.bridged').length > 0")
+    # Two thirds of the path's length is the bridge: most of the first page, not all of it.
+    assert 8 <= bridged.count() < 24
+    assert "morph" in bridged.first.get_attribute("title")
+    assert page.locator("#results .card[data-id]:not(.bridged)").count() > 0

@@ -311,6 +311,7 @@ class PageImage(BaseModel):
     url: str
     t: float | None = None
     toward: dict | None = None
+    bridge: dict | None = None  # between: {"from", "to", "step"} when the result crosses a jump as a morph
 
 
 class PageView(BaseModel):

@@ -577,9 +577,9 @@ async def stream_page(request: Request, stream_id: IdPath, owner: Owner, page: i
         raise HTTPException(404, f"no stream {stream_id}")
     start, stop = page * size, (page + 1) * size
     stored = store.stream_results(stream_id, owner, start, stop)
+    records = {idx: row["extra"].get("stream") or {} for idx, row in stored.items()}
     images = [S.PageImage(id=row["id"], idx=idx, seed=row["seed"], url=f"/api/v1/images/{row['id']}.png",
-                          t=(row["extra"].get("stream") or {}).get("t"),
-                          toward=(row["extra"].get("stream") or {}).get("toward"))
+                          t=records[idx].get("t"), toward=records[idx].get("toward"), bridge=records[idx].get("bridge"))
               for idx, row in sorted(stored.items())]
     if len(stored) == size:  # a stored page is read on the event loop: no thread hop
         return S.PageView(stream_id=stream_id, page=page, size=size, complete=True, images=images)

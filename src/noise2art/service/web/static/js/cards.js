@@ -34,6 +34,14 @@ function actions(liked) {
 }
 
 /** Turn `card` (a placeholder or a new figure) into the card of `image` ({id, seed, prompt?, liked?}). */
+/** Mark a between result that crosses a jump of its path as the morph it is. */
+function markBridge(card, bridge) {
+  if (!bridge) return;
+  card.classList.add("bridged");
+  card.title = "A morph: this position lies across a jump of the path, so it shows both pictures part way " +
+    "from one to the other";
+}
+
 export function fillCard(card, image, alt) {
   card.replaceChildren();
   card.className = "card";
@@ -46,6 +54,7 @@ export function fillCard(card, image, alt) {
     decoding: "async" });
   const caption = el("figcaption", { title: prompt, text: `seed ${image.seed}${image.prompt ? " · " + image.prompt : ""}` });
   card.append(img, caption, actions(Boolean(image.liked)));
+  markBridge(card, image.bridge);
   if (image.liked === undefined || image.prompt === undefined) {
     // A stream page gives ids and seeds only: the record says whether it is liked, and its prompt.
     detailsOf(image.id).then((d) => {
@@ -53,6 +62,7 @@ export function fillCard(card, image, alt) {
       card.dataset.prompt = d.prompt;
       caption.textContent = `seed ${d.seed} · ${d.prompt}`;
       caption.title = d.prompt;
+      markBridge(card, d.extra && d.extra.stream && d.extra.stream.bridge);
       const like = card.querySelector('[data-action="like"]');
       // A like toggled while the record loaded is newer than the record: keep it.
       if (!like.dataset.toggled) like.setAttribute("aria-pressed", d.liked ? "true" : "false");
