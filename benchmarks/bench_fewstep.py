@@ -7,8 +7,9 @@
 For every scheduler at every step count, on the full model with its guidance: mean prompt
 adherence and the lowest families on held-out prompts (`world.evaluation.evaluate`), the
 world-CLIP Frechet distance to rendered references, UNet evaluations per image, and the
-time of one image (a new prompt, its encoding included), of the next image of a prompt
-already encoded and of a page of 24 (best of two); `--time-only` measures only the times
+time of one image (a new prompt, its encoding included; `--time-only` also with the empty
+negative prompt already encoded, as in a session after its first image), of the next image
+of a prompt already encoded and of a page of 24 (best of two); `--time-only` measures only the times
 of the model's default and of the distilled model. The reference row is the model's own
 default (DDIM, 20 steps). The distilled model (`--fast`) is measured the same way at its
 defaults, and its frames against the full model on the same seeds.
@@ -39,18 +40,24 @@ def unet_calls(scheduler: str, steps: int, guidance: float) -> int:
     return calls * (2 if guidance > 1 else 1)
 
 
-def timed(model, **settings) -> tuple[float, float, float]:
-    """Best of two: seconds for one image of a prompt not seen before (its encoding
-    included), for the next image of a prompt already encoded (a stream's next result, a
-    scrubbed frame: the encoder's cache holds it) and for a page of 24."""
+def timed(model, **settings) -> tuple[float, float, float, float]:
+    """Best of two: seconds for one image of a prompt not seen before with its negative
+    prompt not seen either (both encoded), for one image of a new prompt in a session
+    that has drawn before (the empty negative prompt is in the encoder's cache after a
+    session's first image, so only the prompt is encoded), for the next image of a prompt
+    already encoded (a stream's next result, a scrubbed frame) and for a page of 24."""
     prompt = "a snow-capped mountain above a lake at sunset"
     model.generate(prompt, seeds=[0], **settings)  # warm-up
-    one, nxt, page = [], [], []
+    one, new, nxt, page = [], [], [], []
     for k in range(2):
         model.text_encoder._cache.clear()
         t0 = time.perf_counter()
         model.generate(prompt, seeds=[0], **settings)
         one.append(time.perf_counter() - t0)
+        model.text_encoder._cache.pop((prompt, str(model.device), model.dtype))
+        t0 = time.perf_counter()
+        model.generate(prompt, seeds=[0], **settings)
+        new.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         model.generate(prompt, seeds=[k + 1], **settings)
         nxt.append(time.perf_counter() - t0)
@@ -58,13 +65,13 @@ def timed(model, **settings) -> tuple[float, float, float]:
         t0 = time.perf_counter()
         model.generate(prompt, seeds=list(range(24)), **settings)
         page.append(time.perf_counter() - t0)
-    return min(one), min(nxt), min(page)
+    return min(one), min(new), min(nxt), min(page)
 
 
 def row(model, prompts, seeds: int, label: str, calls: int, **settings) -> dict:
     from noise2art.world.evaluation import evaluate
 
-    one, nxt, page = timed(model, **settings)
+    one, _, nxt, page = timed(model, **settings)
     from noise2art.engine.settings import SamplingOverrides
 
     report = evaluate(model, prompts, seeds=seeds, sampling=SamplingOverrides(**settings))
@@ -103,12 +110,13 @@ def time_only(args) -> None:
             runs[m.model_id].append(timed(m))
     header(args, models[0])
     print()
-    print("| model (defaults) | one image, new prompt (s) | next image, prompt encoded (s) | page of 24 (s) |")
-    print("|---|---|---|---|")
+    print("| model (defaults) | one image, new prompt and negative (s) | one image, new prompt (s) "
+          "| next image, prompt encoded (s) | page of 24 (s) |")
+    print("|---|---|---|---|---|")
     for m in models:
-        one, nxt, page = (min(r[k] for r in runs[m.model_id]) for k in range(3))
+        one, new, nxt, page = (min(r[k] for r in runs[m.model_id]) for k in range(4))
         print(f"| {m.model_id}: {m.defaults.scheduler} {m.defaults.steps}, guidance {m.defaults.guidance:g} "
-              f"| {one:.3f} | {nxt:.3f} | {page:.2f} |")
+              f"| {one:.3f} | {new:.3f} | {nxt:.3f} | {page:.2f} |")
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ largest weight that keeps its similarity to the query's own embedding at or abov
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -172,8 +173,8 @@ class StreamConfig:
             (`methods.retime.refine_gaps`) before its arc length is taken.
         shapes: `between`: the path shapes measured (`PATH_SHAPES`; `path_alphas`); the
             one whose largest coarse step is the smallest share of its change is taken.
-        bridges: `between`: steps probed for a jump, largest first, each bridged if it is
-            one (0: results stay on the path, jumps and all).
+        bridges: `between`: the largest steps probed for a jump, each bridged if it is one
+            (0: results stay on the path, jumps and all).
         probes: `between`: bisections that tell a jump (one half keeps the step) from a
             fast but smooth stretch, per step probed.
         beyond_max: `beyond`: the furthest t looked at.
@@ -525,9 +526,7 @@ class Stream:
             # equal arc-length fractions are equal image-space steps inside fast stretches too.
             refine_gaps(xs, ims, gaps, render, measure, n_out, self.config.refine, per_round, 1e-4)
         if self.kind == "between" and self.config.bridges:
-            for _ in range(self.config.bridges):
-                if self._bridge_largest_jump(measured_path, xs, ims, gaps, render, measure) is None:
-                    break  # no step left large enough to look at
+            self._bridge_jumps(measured_path, xs, ims, gaps, render, measure)
             if measured_path.bridges and self.config.refine:
                 # Measure inside the bridges as finely as along the rest of the path.
                 refine_gaps(xs, ims, gaps, render, measure, n_out, self.config.refine // 2, per_round, 1e-4)
@@ -537,63 +536,65 @@ class Stream:
         measured_path.end = end
         self._path = measured_path
 
-    def _bridge_largest_jump(self, measured: MeasuredPath, xs: list[float], ims: list[Tensor], gaps: list[float],
-                             render, measure) -> bool | None:
-        """Probe the largest step not bridged yet; bridge it if it is a jump. Updates the
-        samples in place (probes and the bridge's own renders). Returns whether it bridged,
-        or None when no step is large enough to look at.
+    def _bridge_jumps(self, measured: MeasuredPath, xs: list[float], ims: list[Tensor], gaps: list[float],
+                      render, measure) -> None:
+        """Probe the largest steps (`config.bridges` of them) and bridge those that are jumps.
+        Updates the samples in place: the probes and the bridges' own renders.
 
         A step is looked at when it holds more than half an output step of a page of
         `2 * coarse` results. Each probe bisects it and follows the half holding more of the
         change: a smooth stretch spreads out (each half holds about half), a jump, or a
-        cluster of them, does not. What still holds more than half an output step after the
-        probes is bridged.
+        cluster of them, does not. What still holds more than half an output step after
+        the probes is bridged. The steps are probed together, one batch per bisection.
         """
         total = sum(gaps)
         threshold = total / (2 * (2 * self.config.coarse - 1))
-        if total <= 0:
-            return None
-        bridged = {(bridge.lo, bridge.hi) for bridge in measured.bridges}
-        open_gaps = [i for i in range(len(gaps)) if (xs[i], xs[i + 1]) not in bridged
-                     and not any(bridge.covers(torch.tensor([0.5 * (xs[i] + xs[i + 1])]))[0]
-                                 for bridge in measured.bridges)]
-        if not open_gaps:
-            return None
-        i = max(open_gaps, key=lambda j: gaps[j])
-        if gaps[i] <= threshold:
-            return None
+        order = sorted(range(len(gaps)), key=lambda j: gaps[j], reverse=True)[:self.config.bridges]
+        spans = [(xs[i], xs[i + 1]) for i in order if gaps[i] > threshold]
+
+        def gap_at(lo: float) -> int:
+            return bisect.bisect_left(xs, lo)
+
         for _ in range(self.config.probes):
-            if xs[i + 1] - xs[i] <= 1e-4:
+            wide = [k for k, (lo, hi) in enumerate(spans) if hi - lo > 1e-4]  # a sliver stays as it is
+            if not wide:
                 break
-            mid = 0.5 * (xs[i] + xs[i + 1])
-            new = render(torch.tensor([mid], dtype=torch.float64))[0]
-            left, right = float(measure(ims[i][None], new[None])[0]), float(measure(new[None], ims[i + 1][None])[0])
-            xs.insert(i + 1, mid)
-            ims.insert(i + 1, new)
-            gaps[i:i + 1] = [left, right]
-            if right > left:
-                i += 1
-        if gaps[i] <= threshold:
-            return False  # it spread out: fast but smooth, and refinement places results in it
-        lo, hi = xs[i], xs[i + 1]
+            mids = torch.tensor([0.5 * sum(spans[k]) for k in wide], dtype=torch.float64)
+            new = render(mids)
+            left = measure(torch.stack([ims[gap_at(spans[k][0])] for k in wide]), new).tolist()
+            right = measure(new, torch.stack([ims[gap_at(spans[k][1])] for k in wide])).tolist()
+            for j, k in enumerate(wide):
+                (lo, hi), mid = spans[k], float(mids[j])
+                i = gap_at(lo)
+                xs.insert(i + 1, mid)
+                ims.insert(i + 1, new[j])
+                gaps[i:i + 1] = [left[j], right[j]]
+                spans[k] = (mid, hi) if right[j] > left[j] else (lo, mid)
+        jumps = [(lo, hi) for lo, hi in spans if gaps[gap_at(lo)] > threshold]  # the others spread out
+        if not jumps:
+            return
         steps = self.settings.steps
         start_at = steps - max(1, round(steps / 10))  # mix late: the pictures are all but drawn
-        emb, noise = self._unbridged_point(measured, torch.tensor([lo, hi], dtype=torch.float64))
+        ends = torch.tensor([t for span in jumps for t in span], dtype=torch.float64)
+        emb, noise = self._unbridged_point(measured, ends)
         with torch.no_grad():
-            latents = self.model.sample(emb, [self.anchors[0].seed] * 2,
+            latents = self.model.sample(emb, [self.anchors[0].seed] * len(ends),
                                         latents=noise.to(self.model.device, self.model.dtype),
-                                        settings=self.settings, pairing="zip", stop_after=start_at)
-        measured.bridges.append(Bridge(lo, hi, start_at, latents.float().cpu()))
+                                        settings=self.settings, pairing="zip", stop_after=start_at).float().cpu()
+        for k, (lo, hi) in enumerate(jumps):
+            measured.bridges.append(Bridge(lo, hi, start_at, latents[2 * k:2 * k + 2]))
         measured.bridges.sort(key=lambda bridge: bridge.lo)
-        # The bridge's own course: three renders inside it, its ends are the samples at lo and hi.
-        inside = torch.tensor([lo + f * (hi - lo) for f in (0.25, 0.5, 0.75)], dtype=torch.float64)
+        # Each bridge's own course: three renders inside it; its ends are the samples at lo and hi.
+        fractions = (0.25, 0.5, 0.75)
+        inside = torch.tensor([lo + f * (hi - lo) for lo, hi in jumps for f in fractions], dtype=torch.float64)
         new = render(inside)
-        seq = torch.stack([ims[i], *new.unbind(0), ims[i + 1]])
-        lengths = measure(seq[:-1], seq[1:]).tolist()
-        xs[i + 1:i + 1] = inside.tolist()
-        ims[i + 1:i + 1] = list(new.unbind(0))
-        gaps[i:i + 1] = lengths
-        return True
+        for k, (lo, hi) in enumerate(jumps):
+            i = gap_at(lo)
+            part = new[3 * k:3 * k + 3]
+            seq = torch.stack([ims[i], *part.unbind(0), ims[i + 1]])
+            gaps[i:i + 1] = measure(seq[:-1], seq[1:]).tolist()
+            xs[i + 1:i + 1] = inside[3 * k:3 * k + 3].tolist()
+            ims[i + 1:i + 1] = list(part.unbind(0))
 
     def _unbridged_point(self, measured: MeasuredPath, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
         along_embedding, along_noise = path_alphas(measured.shape, ts)
