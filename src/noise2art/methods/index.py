@@ -44,6 +44,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -54,6 +55,9 @@ from noise2art.engine.sampling import CancelCheck, StepCallback
 from noise2art.engine.settings import SampleSettings, SamplingOverrides
 from noise2art.engine.validation import MAX_SEED
 from noise2art.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from noise2art.methods.interpolate import InterpolationPath
 
 KINDS = ("query", "like", "between", "beyond")
 SEED_RULES = ("derived", "shared")
@@ -283,7 +287,7 @@ class MeasuredPath:
         bridges: the jumps crossed by a morph (`Bridge`).
     """
 
-    path: object
+    path: InterpolationPath
     shape: str
     alphas: Tensor
     arc: Tensor
