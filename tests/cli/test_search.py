@@ -68,6 +68,13 @@ def test_like_and_between_start_from_generated_images(tiny_sd_path, tmp_path, ca
     code, out, _ = search(capsys, tiny_sd_path, tmp_path / "between", "--between", *paths, "--page-size", "3")
     between = json.loads(out)
     assert code == 0 and all(0 < e["t"] < 1 for e in between["images"])
+    # Without bridges: another stream (its description differs), every result on the path.
+    code, out, _ = search(capsys, tiny_sd_path, tmp_path / "plain", "--between", *paths, "--page-size", "3",
+                          "--no-bridges")
+    plain = json.loads(out)
+    assert code == 0 and plain["stream"] != between["stream"]
+    assert not any("bridge" in e for e in plain["images"])
+    assert all(read_params(e["path"]).stream.get("bridge") is None for e in plain["images"])
     # A between result is not an anchor: its noise is not its seed's.
     code, _, err = search(capsys, tiny_sd_path, tmp_path / "x", "--like", between["images"][0]["path"])
     assert code == 2 and "between result" in err
@@ -78,6 +85,7 @@ def test_like_and_between_start_from_generated_images(tiny_sd_path, tmp_path, ca
     (["a ball", "--like", "x.png"], "query"),
     (["a ball", "--min-similarity", "0.8"], "min-similarity"),
     (["a ball", "--similarity", "0.8"], "similarity"),
+    (["a ball", "--no-bridges"], "no-bridges"),
     (["--like", "missing.png"], "like"),
     (["a ball", "--page", "-1"], "page"),
     (["a ball", "--page-size", "0"], "page_size"),

@@ -168,3 +168,9 @@ def test_a_between_stream_through_the_api_marks_the_results_that_cross_a_bridge(
     record = client.get(f"/api/v1/images/{bridged[0]['id']}").json()["extra"]["stream"]
     assert record["bridge"] == bridge and record["kind"] == "between"
     assert client.get(bridged[0]["url"]).headers["content-type"] == "image/png"
+    # Asked without bridges: another stream, every result on the path.
+    plain = create(client, between=[ends[0]["id"], ends[1]["id"]], bridges=False)
+    assert plain["id"] != stream["id"]
+    assert not any(i["bridge"] for i in full_page(client, plain["id"], 0, 3)["images"])
+    r = client.post("/api/v1/streams", json={"query": "a ball", "bridges": False})
+    assert r.status_code == 422 and "bridges" in r.text

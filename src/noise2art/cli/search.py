@@ -40,6 +40,9 @@ def register(subparsers) -> None:
                    help="with --like: embedding similarity of each result to the image (default 0.95)")
     p.add_argument("--noise-strength", type=float, default=None,
                    help="with --like: how far each result's noise moves from the image's, 0..1 (default 0.3)")
+    p.add_argument("--no-bridges", action="store_true",
+                   help="with --between: keep every result on the path, its jumps unbridged (by default a jump is "
+                        "crossed by a morph of the images on either side)")
     add_sampling_args(p)
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--json", action="store_true",
@@ -61,6 +64,8 @@ def _check_args(args) -> str:
         raise InvalidArgument("min-similarity", "needs --toward")
     if args.weight is not None and not args.toward:
         raise InvalidArgument("weight", "needs --toward")
+    if args.no_bridges and kind != "between":
+        raise InvalidArgument("no-bridges", "needs --between")
     if kind != "like" and (args.similarity is not None or args.noise_strength is not None):
         raise InvalidArgument("similarity" if args.similarity is not None else "noise-strength", "needs --like")
     for path in [args.like] if args.like else (args.between or args.beyond or []):
@@ -108,6 +113,8 @@ def run_search(args) -> int:
         config.similarity = args.similarity
     if args.noise_strength is not None:
         config.noise_strength = args.noise_strength
+    if args.no_bridges:
+        config.bridges = 0
     config.check()
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
@@ -158,7 +165,7 @@ def run_search(args) -> int:
         write_bytes(path, png_bytes(image, params))
         pils.append(image)
         entry = {"path": str(path), "idx": result.idx, "seed": result.seed, **{
-            key: result.record[key] for key in ("t", "toward", "similarity") if key in result.record}}
+            key: result.record[key] for key in ("t", "toward", "similarity", "bridge") if key in result.record}}
         if attributes is not None:
             entry["attributes"] = attributes[k]
         entries.append(entry)

@@ -282,6 +282,8 @@ def build_stream(model, store: Store, request: dict, owner: str):
     for name in ("similarity", "noise_strength"):
         if request.get(name) is not None:
             setattr(config, name, request[name])
+    if request.get("bridges") is False:
+        config.bridges = 0
     asked = sampling_of(request)
     if kind == "query":
         config.sampling = asked

@@ -274,6 +274,7 @@ class StreamRequest(Sampling):
     shared_seeds: bool = False
     similarity: float | None = Field(None, ge=0, le=1)
     noise_strength: float | None = Field(None, ge=0, le=1)
+    bridges: bool = True  # between: cross the path's jumps with morphs (False: every result on the path)
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -289,6 +290,8 @@ class StreamRequest(Sampling):
             raise ValueError("toward and shared_seeds apply to a query only")
         if (self.similarity is not None or self.noise_strength is not None) and self.like is None:
             raise ValueError("similarity and noise_strength apply to like only")
+        if not self.bridges and self.between is None:
+            raise ValueError("bridges applies to between only")
         return self
 
     @property
