@@ -1,7 +1,7 @@
 """The infinite index on the embedded model: directed queries and the spacing of between streams.
 
     python benchmarks/bench_index.py [--seeds 8] [--quick]
-    python benchmarks/bench_index.py --between-only [--shapes together]
+    python benchmarks/bench_index.py --between-only [--shapes together] [--no-bridges] [--quality preview]
     python benchmarks/bench_index.py --path-shapes [--grid 65]
 
 Directed queries: for (query, concept) pairs whose concept the world's caption parser maps
@@ -87,7 +87,9 @@ def directed(model, seeds: int) -> dict:
     return {"pairs": len(PAIRS), "seeds": seeds, "by_floor": by_floor, "rows": rows}
 
 
-def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None, bridges: int | None = None) -> dict:
+def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None, bridges: int | None = None,
+            quality: str | None = None) -> dict:
+    from noise2art.engine.settings import SamplingOverrides
     from noise2art.methods.index import Anchor, Stream, StreamConfig
     from noise2art.methods.interpolate import render_frames
     from noise2art.methods.retime import model_distance, step_ratio
@@ -96,7 +98,7 @@ def between(model, coarse: int = 9, shapes: tuple[str, ...] | None = None, bridg
     distance = model_distance(model)
     out = []
     for (pa, sa), (pb, sb) in BETWEEN:
-        config = StreamConfig(coarse=coarse)
+        config = StreamConfig(coarse=coarse, sampling=SamplingOverrides(quality=quality))
         if shapes is not None:
             config.shapes = shapes
         if bridges is not None:
@@ -158,6 +160,8 @@ def main() -> int:
     p.add_argument("--shapes", default=None, help="between: the path shapes a stream measures, comma-separated "
                                                   "(default: all of methods.index.PATH_SHAPES)")
     p.add_argument("--no-bridges", action="store_true", help="between: leave the path's jumps unbridged")
+    p.add_argument("--quality", choices=("full", "preview"), default=None,
+                   help="between: the streams' quality (default: the model's own settings, full)")
     p.add_argument("--path-shapes", action="store_true", help="only the largest-step share of three path shapes")
     p.add_argument("--grid", type=int, default=65, help="positions per path for --path-shapes (default 65)")
     args = p.parse_args()
@@ -168,7 +172,7 @@ def main() -> int:
     t = time.perf_counter()
     report = {} if args.between_only else {"directed": directed(model, 4 if args.quick else args.seeds)}
     report["between"] = between(model, shapes=tuple(args.shapes.split(",")) if args.shapes else None,
-                                bridges=0 if args.no_bridges else None)
+                                bridges=0 if args.no_bridges else None, quality=args.quality)
     report["seconds"] = time.perf_counter() - t
     print(json.dumps(report))
     return 0
