@@ -208,9 +208,7 @@ def denoise(
         out = unet(model_input.to(unet_dtype), t, encoder_hidden_states=ctx, return_dict=False)[0]
         return out.to(model_input.dtype)
 
-    for i, t in enumerate(timesteps[:total]):
-        if i < start_at:
-            continue
+    for i, t in enumerate(timesteps[start_at:total], start=start_at):
         # 4. Cancellation is checked between steps, never inside one.
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled at step {i} of {total}")

@@ -551,6 +551,8 @@ class Stream:
         cluster of them, does not. What still holds more than half an output step after
         the probes is bridged. The steps are probed together, one batch per bisection.
         """
+        from noise2art.methods.retime import split_gap
+
         total = sum(gaps)
         threshold = total / (2 * (2 * self.config.coarse - 1))
         order = sorted(range(len(gaps)), key=lambda j: gaps[j], reverse=True)[:self.config.bridges]
@@ -570,9 +572,7 @@ class Stream:
             for j, k in enumerate(wide):
                 (lo, hi), mid = spans[k], float(mids[j])
                 i = gap_at(lo)
-                xs.insert(i + 1, mid)
-                ims.insert(i + 1, new[j])
-                gaps[i:i + 1] = [left[j], right[j]]
+                split_gap(xs, ims, gaps, i, [mid], [new[j]], [left[j], right[j]])
                 spans[k] = (mid, hi) if right[j] > left[j] else (lo, mid)
         jumps = [(lo, hi) for lo, hi in spans if gaps[gap_at(lo)] > threshold]  # the others spread out
         if not jumps:
@@ -596,9 +596,8 @@ class Stream:
             i = gap_at(lo)
             part = new[3 * k:3 * k + 3]
             seq = torch.stack([ims[i], *part.unbind(0), ims[i + 1]])
-            gaps[i:i + 1] = measure(seq[:-1], seq[1:]).tolist()
-            xs[i + 1:i + 1] = inside[3 * k:3 * k + 3].tolist()
-            ims[i + 1:i + 1] = list(part.unbind(0))
+            split_gap(xs, ims, gaps, i, inside[3 * k:3 * k + 3].tolist(), list(part.unbind(0)),
+                      measure(seq[:-1], seq[1:]).tolist())
 
     def _unbridged_point(self, measured: MeasuredPath, ts: Tensor) -> tuple[PromptEmbedding, Tensor]:
         along_embedding, along_noise = path_alphas(measured.shape, ts)

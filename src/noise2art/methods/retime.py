@@ -222,6 +222,15 @@ def arc_length_alphas(sample_alphas: Tensor, arc_length: Tensor, n: int) -> Tens
     return out
 
 
+def split_gap(xs: list[float], ims: list[Tensor], gaps: list[float], i: int, new_xs: list[float],
+              new_ims: list[Tensor], lengths: list[float]) -> None:
+    """Put samples `new_xs` (increasing, inside gap `i`, images `new_ims`) into a sampled
+    path in place: gap `i` becomes the `len(new_xs) + 1` gaps `lengths`."""
+    xs[i + 1:i + 1] = new_xs
+    ims[i + 1:i + 1] = new_ims
+    gaps[i:i + 1] = lengths
+
+
 def refine_gaps(xs: list[float], ims: list[Tensor], gaps: list[float], render: Render, distance: Distance,
                 n_out: int, budget: int, per_round: int, min_width: float) -> int:
     """Bisect the largest gaps of a sampled path in place, until no gap exceeds the output
@@ -251,9 +260,7 @@ def refine_gaps(xs: list[float], ims: list[Tensor], gaps: list[float], render: R
         # Insert from the back so earlier indices stay valid.
         for k in reversed(range(len(pick))):
             i = pick[k]
-            xs.insert(i + 1, float(mids[k]))
-            ims.insert(i + 1, new[k])
-            gaps[i:i + 1] = [float(d_left[k]), float(d_right[k])]
+            split_gap(xs, ims, gaps, i, [float(mids[k])], [new[k]], [float(d_left[k]), float(d_right[k])])
         budget -= len(pick)
         refined += len(pick)
     return refined
