@@ -40,14 +40,19 @@ def unet_calls(scheduler: str, steps: int, guidance: float) -> int:
     return calls * (2 if guidance > 1 else 1)
 
 
-def timed(model, **settings) -> tuple[float, float, float, float]:
+def timed(model, traced: bool = True, **settings) -> tuple[float, float, float, float]:
     """Best of two: seconds for one image of a prompt not seen before with its negative
     prompt not seen either (both encoded), for one image of a new prompt in a session
     that has drawn before (the empty negative prompt is in the encoder's cache after a
     session's first image, so only the prompt is encoded), for the next image of a prompt
-    already encoded (a stream's next result, a scrubbed frame) and for a page of 24."""
+    already encoded (a stream's next result, a scrubbed frame) and for a page of 24.
+
+    `traced`: as in a warm service, the UNet replays a trace made in the warm-up
+    (`engine.tracing`, `Model.warm_up`); else as a one-off command, untraced."""
     prompt = "a snow-capped mountain above a lake at sunset"
-    model.generate(prompt, seeds=[0], **settings)  # warm-up
+    model.tracer.after = 64 if traced else None
+    with model.tracer.tracing_now():
+        model.generate(prompt, seeds=[0], **settings)  # warm-up
     one, new, nxt, page = [], [], [], []
     for k in range(2):
         model.text_encoder._cache.clear()
@@ -104,19 +109,22 @@ def time_only(args) -> None:
     import noise2art
 
     models = [noise2art.load_model(name, device="cpu") for name in (args.model, args.fast) if name]
-    runs = {m.model_id: [] for m in models}
+    runs = {(m.model_id, traced): [] for m in models for traced in (True, False)}
     for _ in range(3):
         for m in models:
-            runs[m.model_id].append(timed(m))
+            for traced in (True, False):
+                runs[m.model_id, traced].append(timed(m, traced))
     header(args, models[0])
     print()
-    print("| model (defaults) | one image, new prompt and negative (s) | one image, new prompt (s) "
+    print("| model (defaults) | UNet | one image, new prompt and negative (s) | one image, new prompt (s) "
           "| next image, prompt encoded (s) | page of 24 (s) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for m in models:
-        one, new, nxt, page = (min(r[k] for r in runs[m.model_id]) for k in range(4))
-        print(f"| {m.model_id}: {m.defaults.scheduler} {m.defaults.steps}, guidance {m.defaults.guidance:g} "
-              f"| {one:.3f} | {new:.3f} | {nxt:.3f} | {page:.2f} |")
+        for traced in (True, False):
+            one, new, nxt, page = (min(r[k] for r in runs[m.model_id, traced]) for k in range(4))
+            print(f"| {m.model_id}: {m.defaults.scheduler} {m.defaults.steps}, guidance {m.defaults.guidance:g} "
+                  f"| {'traced (warm service)' if traced else 'untraced (one-off command)'} "
+                  f"| {one:.3f} | {new:.3f} | {nxt:.3f} | {page:.2f} |")
 
 
 def main() -> None:

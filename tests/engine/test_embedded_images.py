@@ -17,6 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
+from noise2art.engine.tracing import UNetTracer
+
 DATA = Path(__file__).resolve().parents[1] / "data" / "embedded_before"
 CASES = json.loads((DATA / "cases.json").read_text())
 
@@ -30,9 +32,13 @@ def embedded():
     return noise2art.load_model(device="cpu")
 
 
+@pytest.mark.parametrize("traced", [False, True], ids=["module", "traced"])
 @pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: f"{c['prompt'][:20]}-{c['settings'].get('scheduler', 'default')}")
-def test_images_match_those_made_before(embedded, case):
+def test_images_match_those_made_before(embedded, case, traced):
+    """The same images from the UNet module and from its trace (`engine.tracing`)."""
+    embedded.tracer = UNetTracer(after=0 if traced else None)
     images = embedded.generate(case["prompt"], case["seeds"], negative=case.get("negative"), **case["settings"])
+    assert embedded.tracer.traced == (1 if traced else 0)
     same_kernels = torch.backends.cpu.get_cpu_capability() == CASES["cpu_capability"]
     for image, name in zip(images, case["files"]):
         before = np.asarray(Image.open(DATA / name).convert("RGB")).astype(int)

@@ -1,4 +1,4 @@
-"""The worker loads its model on its own thread, and a failed load stops the start with its error."""
+"""The worker loads (and warms up) its model on its own thread, and a failed load stops the start with its error."""
 
 from __future__ import annotations
 
@@ -10,19 +10,30 @@ from noise2art.service.worker import Worker
 from noise2art.store import Store
 
 
-def test_the_model_loads_on_the_worker_thread(tmp_path):
+class Loaded:
+    """A model's stand-in that records where and whether it was warmed up."""
+
+    def __init__(self, seen: dict):
+        self.seen = seen
+
+    def warm_up(self):
+        self.seen["warmed on"] = threading.current_thread().name
+
+
+def test_the_model_loads_and_warms_up_on_the_worker_thread_before_it_is_ready(tmp_path):
     store = Store(tmp_path / "data")
     seen = {}
 
     def load():
         seen["thread"] = threading.current_thread().name
-        return "model"
+        return Loaded(seen)
 
     worker = Worker(store, None)
     worker.start(load)
     try:
         worker.wait_ready()
-        assert worker.model == "model" and seen["thread"] == "noise2art-worker"
+        assert isinstance(worker.model, Loaded) and seen["thread"] == "noise2art-worker"
+        assert seen["warmed on"] == "noise2art-worker"
     finally:
         worker.stop()
         store.close()

@@ -21,8 +21,9 @@ from noise2art.engine.devices import check_precision, resolve_precision
 from noise2art.engine.embedding import PromptEmbedding
 from noise2art.engine.sampling import CancelCheck, GradSteps, StepCallback, denoise
 from noise2art.engine.schedulers import SCHEDULERS, make_scheduler
-from noise2art.engine.settings import SampleSettings, SamplingOverrides
+from noise2art.engine.settings import QUALITIES, SampleSettings, SamplingOverrides
 from noise2art.engine.text import TextEncoder
+from noise2art.engine.tracing import UNetTracer
 from noise2art.errors import InvalidArgument, Noise2ArtError
 
 
@@ -49,6 +50,9 @@ class Model:
             embedding and seed give the student's version of the same picture.
         companions: the networks beside the denoiser (world CLIP, aesthetic head, attribute
             classifiers, ...), a `Companions`.
+        tracer: replays the UNets' forward passes from TorchScript traces when sampling
+            on the CPU without gradients, once a call signature is frequent
+            (`engine.tracing`; `warm_up` traces at once, `tracer.after = None` never).
         vocabulary: the words feedback sessions draw on, from the model folder's
             `vocabulary.json`: `groups` (`{group: [term, ...]}` to steer with), `style_terms`
             and `words` (for random prompts); None for a model without one (sessions then
@@ -68,6 +72,7 @@ class Model:
     source: str = ""
     vocabulary: dict | None = None
     unet_variants: dict = field(default_factory=dict)
+    tracer: UNetTracer = field(default_factory=UNetTracer, repr=False, compare=False)
     # The students' UNets once loaded, by (name, dtype).
     _variant_unets: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     # Reduced-precision copies of the UNet for no-grad sampling, by dtype, each with the
@@ -301,6 +306,8 @@ class Model:
             unet = self.variant_unet(run.unet, self.dtype if run.precision == "model" else torch.bfloat16)
         elif grad_steps == "none" or not torch.is_grad_enabled():
             unet = self.denoiser(self.dtype if run.precision == "model" else torch.bfloat16)
+        # Steps without gradients replay a trace where one is held (`engine.tracing`).
+        unet = self.tracer.wrap(unet)
         height, width = run.height, run.width
 
         # Pair embeddings with noise sources.
@@ -377,6 +384,17 @@ class Model:
             reduced = copy.deepcopy(self.unet).to(dtype).requires_grad_(False)
             self._denoisers[dtype] = (self.unet, reduced)
         return reduced
+
+    def warm_up(self, qualities: Sequence[str] = QUALITIES) -> int:
+        """Trace now the UNets that `qualities` sample with at the native size (two steps
+        each from one seed), so that a long-running process (the service) does not pay
+        for tracing in its first images. Returns how many traces the model holds; 0 where
+        nothing is traced (a GPU, a large UNet, `tracer.after = None`)."""
+        emb = self.encode("")
+        with torch.no_grad(), self.tracer.tracing_now():
+            for quality in dict.fromkeys(qualities):
+                self.sample(emb, seeds=[0], quality=quality, steps=2)
+        return self.tracer.traced
 
     # -- decoding ------------------------------------------------------------------------
 

@@ -178,7 +178,7 @@ class Worker:
 
     def start(self, load: Callable[[], object] | None = None) -> None:
         """Start the worker thread; `load` (a model loader) runs on it first, so that the
-        model is loaded on the thread that runs it. Loaded on another thread, the same
+        model is loaded on the thread that runs it, then the model's `warm_up`. Loaded on another thread, the same
         model renders about 1.3x slower on a 2-core CPU (benchmarks/RESULTS.md: the
         thread's own math-library state, not the model, differs). `wait_ready` waits for it."""
         self._ready = threading.Event()
@@ -188,6 +188,10 @@ class Worker:
             try:
                 if load is not None:
                     self.model = load()
+                if self.model is not None:
+                    # Traced UNets from the first request on (`engine.tracing`): about a
+                    # second now instead of in the first images a person waits for.
+                    self.model.warm_up()
             except BaseException as e:  # handed to wait_ready: the server must not start without a model
                 self._load_error = e
                 return
