@@ -77,7 +77,7 @@ def test_unet_only_flags_reach_the_unet_stage(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("stage", ["unet", "all", "clip"])
-@pytest.mark.parametrize("flag, value", [("--teacher", "world-64"), ("--n-trajectories", "8")])
+@pytest.mark.parametrize("flag, value", [("--teacher", "world-64"), ("--n-trajectories", "8"), ("--detail", "2")])
 def test_distillation_flags_are_refused_for_other_stages(tmp_path, capsys, stage, flag, value):
     runs = tmp_path / "runs"
     assert main(["world", "train", stage, "--runs", str(runs), flag, value]) == 2
@@ -99,5 +99,8 @@ def test_the_fast_stage_passes_its_flags_on_and_checks_them(tmp_path, capsys, mo
     assert main(["world", "train", "fast", "--runs", str(runs), "--teacher", "./some/folder"]) == 2
     assert "unknown embedded model './some/folder'" in capsys.readouterr().err
     assert main(["world", "train", "fast", "--runs", str(runs), "--n-trajectories", "0"]) == 2
+    assert main(["world", "train", "fast", "--runs", str(runs), "--init-from", "world-64-fast", "--detail", "4"]) == 0
+    assert (seen["cfg"].init_from, seen["cfg"].detail_weight) == ("world-64-fast", 4.0)
+    assert main(["world", "train", "fast", "--runs", str(runs), "--detail", "-1"]) == 2
     assert main(["world", "export", "--fast", "--runs", str(tmp_path / "none"), "--out", str(tmp_path / "m")]) == 2
     assert "train the 'fast' stage first" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -127,3 +128,45 @@ def test_an_unknown_focus_family_is_refused_before_the_teacher_runs(tmp_path, ti
     with pytest.raises(InvalidArgument, match="sparkle"):
         distill.train(cfg, progress=False)
     assert not (tmp_path / "fast" / "trajectories").exists()
+
+
+def test_detail_is_the_finest_scale_and_weights_the_loss_on_it(tiny_model):
+    smooth = torch.arange(4.0).repeat_interleave(2).view(1, 1, 1, 8).expand(1, 1, 8, 8)  # constant 2x2 blocks
+    assert distill.detail(smooth).abs().max() == 0
+    checker = (torch.arange(8).view(8, 1) + torch.arange(8)).remainder(2).float().view(1, 1, 8, 8)
+    torch.testing.assert_close(distill.detail(checker), checker - 0.5)
+    # The extra term is the step's error on that scale: zero for the teacher's own step,
+    # and adding it raises the loss of a student that misses it.
+    sched = distill.student_scheduler(tiny_model.scheduler_config)
+    sched.set_timesteps(4)
+    t = int(sched.timesteps[1])
+    cond = tiny_model.encode(["a red ball", "a lake"]).cond
+    x = tiny_model.initial_noise([1, 2])
+    alphas = distill.boundary_alphas(tiny_model.scheduler_config, [int(v) for v in sched.timesteps])
+    tt, a_t, a_next = torch.full((2,), t), alphas[1].expand(2), alphas[2].expand(2)
+    unet = tiny_model.unet
+    with torch.no_grad():
+        x_next = sched.step(unet(x, tt, encoder_hidden_states=cond).sample, t, x).prev_sample
+        assert distill.pair_loss(unet, x, x_next, tt, a_t, a_next, cond, detail_weight=4.0) < 1e-10
+        plain = distill.pair_loss(unet, x, x_next, tt, a_t, a_next, cond.flip(0))
+        weighted = distill.pair_loss(unet, x, x_next, tt, a_t, a_next, cond.flip(0), detail_weight=4.0)
+    assert weighted > plain
+
+
+def test_a_student_can_start_from_another_students_unet(tmp_path, tiny_sd_path, tiny_student_path):
+    """`init_from` fine-tunes a trained student: training starts from its weights, not the teacher's."""
+    from diffusers import UNet2DConditionModel
+
+    from noise2art.world.training.checkpoint import load_checkpoint
+
+    cfg = _config(tmp_path, tiny_sd_path, steps=1)
+    cfg.init_from, cfg.detail_weight, cfg.lr = str(tiny_student_path), 2.0, 1e-12
+    distill.train(cfg, progress=False)
+    student = UNet2DConditionModel.from_pretrained(tiny_student_path, subfolder="unet", use_safetensors=True)
+    trained = copy.deepcopy(student)
+    load_checkpoint(tmp_path / "fast" / "checkpoint", {"unet": trained})
+    for a, b in zip(student.parameters(), trained.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    notes = json.loads((distill.export_student(distill.run_config(tmp_path / "fast"), tmp_path / "out")
+                        / "noise2art.json").read_text())["distillation"]
+    assert (notes["init_from"], notes["detail_weight"]) == (str(tiny_student_path), 2.0)

@@ -29,7 +29,11 @@ def add_train(world_sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the stage's own)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the stage's own)")
     p.add_argument("--init-from", default=None,
-                   help="unet: start from this exported model folder's UNet (e.g. src/noise2art/models/world-64)")
+                   help="unet: start from this exported model folder's UNet (e.g. src/noise2art/models/world-64); "
+                   "fast: start the student from this model's UNet (e.g. world-64-fast, to fine-tune it) instead "
+                   "of the teacher's")
+    p.add_argument("--detail", type=float, default=None, metavar="W",
+                   help="fast: count the error on the clean latents' finest scale 1 + W times (default 0)")
     p.add_argument("--focus", default=None, metavar="FAMILY=W,...",
                    help="unet, fast: draw captions (fast: trajectories) naming these attribute families W "
                    "times as often (e.g. snow=3,color=2)")
@@ -99,8 +103,9 @@ def _override(cfg, args):
 
 def _check_unet_only(args) -> None:
     """Options that shape one stage's training only would be ignored elsewhere, so refuse them there."""
-    only = {("unet", "all", "fast"): (("--focus", args.focus),), ("unet", "all"): (("--init-from", args.init_from),),
-            ("fast",): (("--teacher", args.teacher), ("--n-trajectories", args.n_trajectories))}
+    only = {("unet", "all", "fast"): (("--focus", args.focus), ("--init-from", args.init_from)),
+            ("fast",): (("--teacher", args.teacher), ("--n-trajectories", args.n_trajectories),
+                        ("--detail", args.detail))}
     for stages, flags in only.items():
         if args.stage in stages:
             continue
@@ -129,6 +134,12 @@ def _distill_config(args):
         cfg.n_trajectories = args.n_trajectories
     if args.focus is not None:
         cfg.focus = _parse_focus(args.focus)
+    if args.init_from is not None:
+        cfg.init_from = args.init_from
+    if args.detail is not None:
+        if not args.detail >= 0:
+            raise InvalidArgument("detail", f"must be a number >= 0, got {args.detail}")
+        cfg.detail_weight = args.detail
     return _override(cfg, args)
 
 

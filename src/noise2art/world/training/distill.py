@@ -17,7 +17,8 @@ Guided Diffusion Models", CVPR 2023), in one round instead of halving repeatedly
    student's epsilon is turned into the state a DDIM step would reach, and the loss is the
    squared error of the clean latents that step implies against the ones the teacher's
    next state implies (Salimans & Ho's x-space target), so every step's error is measured
-   in picture units.
+   in picture units. Optionally (`detail_weight`) the error on the latents' finest scale
+   counts extra, so that fine texture is not what the student gives up first.
 
 The student therefore reproduces the full model's picture for the same seed and prompt
 (a preview while scrolling and the full-quality image on open show the same thing), in 4
@@ -62,6 +63,12 @@ class DistillConfig(StageConfig):
     # Draw trajectories whose caption names these families this many times as often
     # (`{"modifier": 3.0}`): the families a few-step student loses first get more of its steps.
     focus: dict = field(default_factory=dict)
+    # Start the student from this model's UNet (a registry name or folder: a student
+    # already trained) instead of a copy of the teacher's, to fine-tune it.
+    init_from: str = ""
+    # Weight of the extra squared error on the fine detail of the clean latents (`detail`):
+    # a student short of capacity gives up fine texture first under a plain squared error.
+    detail_weight: float = 0.0
 
 
 def run_config(run_dir: str | Path) -> DistillConfig:
@@ -218,17 +225,45 @@ def boundary_alphas(scheduler_config: dict, timesteps: list[int]) -> torch.Tenso
     return torch.tensor([float(alphas[t]) for t in timesteps] + [float(sched.final_alpha_cumprod)])
 
 
-def pair_loss(student, x, x_next, t, a_t, a_next, cond) -> torch.Tensor:
+def detail(x: torch.Tensor) -> torch.Tensor:
+    """The finest scale of latents `[B, C, h, w]`: what is left after a 2x2 box blur (each
+    cell minus the mean of its 2x2 block; h and w even)."""
+    coarse = torch.nn.functional.avg_pool2d(x, 2)
+    return x - torch.nn.functional.interpolate(coarse, scale_factor=2, mode="nearest")
+
+
+def pair_loss(student, x, x_next, t, a_t, a_next, cond, detail_weight: float = 0.0) -> torch.Tensor:
     """Squared error, in clean latents, of the student's DDIM step from `x` against the teacher's `x_next`.
 
     Args:
         x, x_next: `[B, C, h, w]` states at a boundary and at the next one.
         t: `[B]` timesteps of `x`; a_t, a_next: `[B]` alpha-bar at `x` and at `x_next`.
         cond: `[B, L, D]` prompt states (the conditional pass only: guidance is distilled).
+        detail_weight: weight of the same error on the latents' finest scale (`detail`),
+            added on top: fine texture counts 1 + detail_weight times.
     """
     a_t, a_next = a_t.view(-1, 1, 1, 1), a_next.view(-1, 1, 1, 1)
     eps = student(x, t, encoder_hidden_states=cond, return_dict=False)[0]
-    return (ddim_clean(x, eps, a_t) - clean_target(x, x_next, a_t, a_next)).square().mean()
+    error = ddim_clean(x, eps, a_t) - clean_target(x, x_next, a_t, a_next)
+    loss = error.square().mean()
+    if detail_weight:
+        loss = loss + detail_weight * detail(error).square().mean()
+    return loss
+
+
+def start_unet(init_from: str):
+    """The UNet of model `init_from` (an embedded model's name or a model folder holding a
+    `unet/`), to start a student from."""
+    from diffusers import UNet2DConditionModel
+
+    from noise2art.engine import registry
+    from noise2art.errors import InvalidArgument
+
+    name = registry.canonical_name(init_from)
+    folder = registry.embedded_path(name) if name else Path(init_from)
+    if not (folder / "unet").is_dir():
+        raise InvalidArgument("init-from", f"no UNet in {init_from!r} (an embedded model's name or a model folder)")
+    return UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, torch_dtype=torch.float32)
 
 
 def train(cfg: DistillConfig, progress: bool = True):
@@ -239,6 +274,7 @@ def train(cfg: DistillConfig, progress: bool = True):
     from noise2art.world.training.unet import caption_weights, check_focus
 
     check_focus(cfg.focus)  # before the teacher runs for half an hour
+    start = start_unet(cfg.init_from) if cfg.init_from else None  # the same for a missing student
     make_trajectories(cfg, progress)
     device = training_device()
     torch.manual_seed(cfg.seed)
@@ -249,7 +285,8 @@ def train(cfg: DistillConfig, progress: bool = True):
     sched = teacher.scheduler_config
     a_bound = boundary_alphas(sched, timesteps).to(device)
     t_bound = torch.tensor(timesteps, device=device)
-    student = copy.deepcopy(teacher.unet).float().train().requires_grad_(True)
+    student = (start if start is not None else copy.deepcopy(teacher.unet)).to(device).float()
+    student = student.train().requires_grad_(True)
     del teacher
     ema = EMA(student, cfg.ema_decay)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -267,7 +304,7 @@ def train(cfg: DistillConfig, progress: bool = True):
             idx = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen).to(device)
         i = torch.randint(0, k, (cfg.batch_size,), generator=gen).to(device)
         loss = pair_loss(student, states[idx, i], states[idx, i + 1], t_bound[i], a_bound[i], a_bound[i + 1],
-                         cond[idx].float())
+                         cond[idx].float(), cfg.detail_weight)
         return loss, {"lr": opt.param_groups[0]["lr"]}
 
     run_steps(state, cfg, modules, opt, log, step_loss, warmup=50, clip=1.0,
@@ -309,7 +346,10 @@ def export_student(cfg: DistillConfig, out: str | Path, notes: dict | None = Non
                              "student_steps": cfg.student_steps, "trajectories": min(cfg.n_trajectories,
                                                                                       n_traj * cfg.chunk),
                              "steps": int(meta["step"]), "batch_size": cfg.batch_size, "lr": cfg.lr,
-                             "ema_decay": cfg.ema_decay, "focus": cfg.focus, **(notes or {})}}
+                             "ema_decay": cfg.ema_decay, "focus": cfg.focus,
+                             **({"init_from": cfg.init_from} if cfg.init_from else {}),
+                             **({"detail_weight": cfg.detail_weight} if cfg.detail_weight else {}),
+                             **(notes or {})}}
     (tmp / "noise2art.json").write_text(json.dumps(spec, indent=2))
     if out.exists():
         shutil.rmtree(out)
