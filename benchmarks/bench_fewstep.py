@@ -9,8 +9,9 @@ adherence and the lowest families on held-out prompts (`world.evaluation.evaluat
 world-CLIP Frechet distance to rendered references, UNet evaluations per image, and the
 time of one image (a new prompt, its encoding included; `--time-only` also with the empty
 negative prompt already encoded, as in a session after its first image), of the next image
-of a prompt already encoded and of a page of 24 (best of two); `--time-only` measures only the times
-of the model's default and of the distilled model. The reference row is the model's own
+of a prompt already encoded and of a page of 24 (best of two), its UNet traced as in a warm
+service (`engine/tracing.py`); `--time-only` measures only the times of the model's default
+and of the distilled model, traced and untraced (a one-off command). The reference row is the model's own
 default (DDIM, 20 steps). The distilled model (`--fast`) is measured the same way at its
 defaults, and its frames against the full model on the same seeds.
 
