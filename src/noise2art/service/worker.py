@@ -178,9 +178,10 @@ class Worker:
 
     def start(self, load: Callable[[], object] | None = None) -> None:
         """Start the worker thread; `load` (a model loader) runs on it first, so that the
-        model is loaded on the thread that runs it, then the model's `warm_up`. Loaded on another thread, the same
-        model renders about 1.3x slower on a 2-core CPU (benchmarks/RESULTS.md: the
-        thread's own math-library state, not the model, differs). `wait_ready` waits for it."""
+        model is loaded on the thread that runs it, and then the model's `warm_up`. Loaded
+        on another thread, the same model renders about 1.3x slower on a 2-core CPU
+        (benchmarks/RESULTS.md: the thread's own math-library state, not the model,
+        differs). `wait_ready` waits for both."""
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
 
