@@ -145,7 +145,9 @@ class UNetTracer:
                         warnings.simplefilter("ignore", torch.jit.TracerWarning)
                         traced = torch.jit.trace(_Forward(unet).eval(), (sample, t, context), check_trace=False)
                     self._make_room()
-                    entry.traced = torch.jit.freeze(traced)
+                    # Without the folds that move numerics (a convolution's following add
+                    # or scale into its weights), so that a trace stays equal to the module.
+                    entry.traced = torch.jit.freeze(traced, optimize_numerics=False)
                     entry.versions = _versions(unet)
                 except Exception as e:  # a module a trace cannot capture runs as it is
                     log.warning("could not trace the UNet (%s); it runs untraced", e)
