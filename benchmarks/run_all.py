@@ -89,11 +89,10 @@ def parse_args(argv=None):
 
 def model_label(model_name: str | None) -> str:
     """The model's id, with its UNet's training steps when its folder records them."""
-    from noise2art.engine.registry import DEFAULT_MODEL, canonical_name, embedded_path
+    from noise2art.engine.registry import DEFAULT_MODEL, local_folder
 
     model_id = model_name or DEFAULT_MODEL
-    name = canonical_name(model_id)
-    folder = embedded_path(name) if name else Path(model_id)
+    folder = local_folder(model_id)
     steps = None
     if (folder / "noise2art.json").is_file():
         steps = json.loads((folder / "noise2art.json").read_text()).get("training", {}).get("unet_steps")

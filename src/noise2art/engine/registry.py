@@ -28,5 +28,11 @@ def embedded_path(name: str) -> Path:
     return MODELS_DIR / EMBEDDED[name]
 
 
+def local_folder(name_or_path: str) -> Path:
+    """The folder of embedded model `name_or_path` (aliases resolved), else the path itself."""
+    name = canonical_name(str(name_or_path))
+    return embedded_path(name) if name else Path(name_or_path).expanduser()
+
+
 def known_names() -> list[str]:
     return sorted(set(EMBEDDED) | set(ALIASES))

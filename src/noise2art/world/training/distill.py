@@ -259,8 +259,7 @@ def start_unet(init_from: str):
     from noise2art.engine import registry
     from noise2art.errors import InvalidArgument
 
-    name = registry.canonical_name(init_from)
-    folder = registry.embedded_path(name) if name else Path(init_from)
+    folder = registry.local_folder(init_from)
     if not (folder / "unet").is_dir():
         raise InvalidArgument("init-from", f"no UNet in {init_from!r} (an embedded model's name or a model folder)")
     return UNet2DConditionModel.from_pretrained(folder, subfolder="unet", use_safetensors=True, torch_dtype=torch.float32)
